@@ -1,0 +1,43 @@
+"""Weight averaging, the "uniform soup" of Wortsman et al., "Model soups" (ICML 2022): θ = Σ wt θt / Σ wt.
+
+It needs no base model and treats every tensor alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._common import broadcast_weights
+from .base import MergeMethod, TensorSlot
+from .registry import register_method
+
+
+@register_method
+class Average(MergeMethod):
+    """Weighted mean of the specialists' tensors, normalised by the sum of the weights."""
+
+    name = "average"
+    requires_base = False
+    description = "weight averaging (model soup): θ = Σ wt θt / Σ wt"
+
+    def __init__(self, parameters, weights: torch.Tensor, names: list[str]):
+        super().__init__(parameters, weights, names)
+        self._tensors = 0
+
+    def merge(self, slot: TensorSlot) -> torch.Tensor:
+        """Return the weighted mean of the specialists' tensors.
+
+        Args:
+            slot (`TensorSlot`): the tensor to merge (`slot.base` may be `None`).
+
+        Returns:
+            `torch.Tensor`: θ = Σ wt θt / Σ wt.
+        """
+        self._tensors += 1
+        w = broadcast_weights(self.weights, slot.models)
+        return (w * slot.models).sum(dim=0) / w.sum()
+
+    def report(self) -> dict[str, Any]:
+        return {"weights": self.weights.tolist(), "tensors": self._tensors}
