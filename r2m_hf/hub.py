@@ -215,7 +215,9 @@ def download_snapshot(
     )
     with _hub_errors(call):
         # Only to phrase errors (anonymous or not) and scrub messages; snapshot_download resolves it again itself.
-        call = replace(call, token=token if token is not None else get_token())
+        known_token = token if token is not None else get_token()
+    call = replace(call, token=known_token)
+    with _hub_errors(call):
         folder = snapshot_download(
             repo_id,
             revision=revision,

@@ -26,6 +26,7 @@ Outside pytest (a subprocess, the CLI), set ``HF_ENDPOINT`` before Python starts
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def hf_isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     }
     for name, value in patched.items():
         monkeypatch.setattr(constants, name, value, raising=False)
+    # `huggingface_hub.utils.tqdm` copied the flag at import (and the package attribute of that name is the class).
+    monkeypatch.setattr(importlib.import_module("huggingface_hub.utils.tqdm"), "HF_HUB_DISABLE_PROGRESS_BARS", True)
     return home
 
 

@@ -102,8 +102,9 @@ def load_evaluation_data(
         video_column = next((c for c in VIDEO_COLUMNS if c in ds.column_names), None)
     video_ids = _text_column(ds, name, video_column) if video_column else None
     if video_ids is not None and any(v is None for v in video_ids):
-        raise EvaluationError(f"dataset {name!r}: column {video_column!r} has empty video ids; fill them or drop "
-                              "the column")
+        raise EvaluationError(
+            f"dataset {name!r}: column {video_column!r} has empty video ids; fill them or drop the column"
+        )
     return EvaluationData(ds, name, split_used, image_column, labels, families, video_ids, mapping, notes)
 
 
@@ -153,8 +154,9 @@ def _select_split(ds, split: str, name: str):
 
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
-            raise EvaluationError(f"dataset {name!r} has no split {split!r}; available splits: "
-                                  f"{', '.join(sorted(ds))}; pass split=")
+            raise EvaluationError(
+                f"dataset {name!r} has no split {split!r}; available splits: {', '.join(sorted(ds))}; pass split="
+            )
         return ds[split], name, split
     # A bare Dataset is one split already: use it whole and say which it is.
     return ds, name, str(ds.split) if ds.split is not None else split
@@ -170,14 +172,16 @@ def _image_column(ds, name: str, image_column: str | None) -> str:
 
     if image_column is not None:
         if image_column not in ds.column_names:
-            raise EvaluationError(f"dataset {name!r} has no image column {image_column!r}; columns: "
-                                  f"{', '.join(ds.column_names)}")
+            raise EvaluationError(
+                f"dataset {name!r} has no image column {image_column!r}; columns: {', '.join(ds.column_names)}"
+            )
         return image_column
     found = [c for c, f in ds.features.items() if isinstance(f, datasets.Image)]
     found += [c for c in IMAGE_COLUMN_NAMES if c in ds.column_names and c not in found]
     if not found:
-        raise EvaluationError(f"dataset {name!r} has no Image column; columns: {', '.join(ds.column_names)}; "
-                              "pass image_column=")
+        raise EvaluationError(
+            f"dataset {name!r} has no Image column; columns: {', '.join(ds.column_names)}; pass image_column="
+        )
     return found[0]
 
 
@@ -201,8 +205,10 @@ def _labels(ds, name: str, column: str, image_column: str) -> tuple[np.ndarray, 
     if column not in ds.column_names:
         folders = _image_folders(ds, image_column)
         if folders is None:
-            raise EvaluationError(f"dataset {name!r} has no label column {column!r}; columns: "
-                                  f"{', '.join(ds.column_names)}; pass label_column=")
+            raise EvaluationError(
+                f"dataset {name!r} has no label column {column!r}; columns: "
+                f"{', '.join(ds.column_names)}; pass label_column="
+            )
         labels, mapping = _map_names(folders, name, f"{image_column} folder")
         return labels, mapping, [f"labels read from the class folder of each image (no {column!r} column)"]
 
@@ -217,15 +223,18 @@ def _labels(ds, name: str, column: str, image_column: str) -> tuple[np.ndarray, 
     if isinstance(feature, datasets.Value) and (dtype == "bool" or dtype.startswith(("int", "uint"))):
         present = {int(v) for v in values if v is not None}
         if any(v is None for v in values) or not present <= {0, 1}:
-            raise EvaluationError(f"dataset {name!r} column {column!r}: integer labels without class names must "
-                                  f"be 0 (real) or 1 (fake), got {sorted(present)[:5]}; cast it to ClassLabel")
+            raise EvaluationError(
+                f"dataset {name!r} column {column!r}: integer labels without class names must "
+                f"be 0 (real) or 1 (fake), got {sorted(present)[:5]}; cast it to ClassLabel"
+            )
         note = f"column {column!r} has integer labels without names: assumed 0 = real, 1 = fake"
         return np.asarray(values, dtype=np.int64), {"0": 0, "1": 1}, [note]
     if isinstance(feature, datasets.Value) and dtype in ("string", "large_string"):
         labels, mapping = _map_names(values, name, column)
         return labels, mapping, []
-    raise EvaluationError(f"dataset {name!r} column {column!r} has type {feature}; labels must be ClassLabel, "
-                          "integer 0/1 or names")
+    raise EvaluationError(
+        f"dataset {name!r} column {column!r} has type {feature}; labels must be ClassLabel, integer 0/1 or names"
+    )
 
 
 def _image_folders(ds, image_column: str) -> list | None:

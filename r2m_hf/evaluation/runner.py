@@ -55,23 +55,27 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         """JSON-able summary; NaN and infinite values become None."""
-        return _json_safe({
-            "dataset": self.dataset,
-            "split": self.split,
-            "n_samples": self.n_samples,
-            "model": self.model,
-            "fake_index": self.fake_index,
-            "notes": list(self.notes),
-            "families": self.families,
-            "mean": self.mean,
-            "overall": self.overall,
-        })
+        return _json_safe(
+            {
+                "dataset": self.dataset,
+                "split": self.split,
+                "n_samples": self.n_samples,
+                "model": self.model,
+                "fake_index": self.fake_index,
+                "notes": list(self.notes),
+                "families": self.families,
+                "mean": self.mean,
+                "overall": self.overall,
+            }
+        )
 
     def to_markdown(self) -> str:
         """A Markdown table: one row per family, then the mean over families and the pooled numbers."""
         columns = list(TABLE_COLUMNS) + ([("video_auc", "Video AUC")] if "video_auc" in self.overall else [])
-        lines = ["| family | " + " | ".join(title for _, title in columns) + " | n |",
-                 "|---|" + "---:|" * (len(columns) + 1)]
+        lines = [
+            "| family | " + " | ".join(title for _, title in columns) + " | n |",
+            "|---|" + "---:|" * (len(columns) + 1),
+        ]
 
         def row(name: str, metrics: dict, n) -> str:
             cells = [_fmt(metrics.get(key)) for key, _ in columns]
@@ -127,19 +131,34 @@ def evaluate_model(
     """
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
-    data = load_evaluation_data(dataset, split=split, label_column=label_column, family_column=family_column,
-                                video_column=video_column, max_samples=max_samples)
+    # The model first: a wrong repo id or unreadable head fails before a large dataset is fetched.
     model, processor, model_name = _load_model(model, image_processor)
     fake_index = _fake_index(model, fake_label, model_name)
-    scores = score_images(model, processor, data, fake_index, batch_size=batch_size, device=device,
-                          progress=progress)
+    data = load_evaluation_data(
+        dataset,
+        split=split,
+        label_column=label_column,
+        family_column=family_column,
+        video_column=video_column,
+        max_samples=max_samples,
+    )
+    scores = score_images(model, processor, data, fake_index, batch_size=batch_size, device=device, progress=progress)
     families, mean = family_metrics(scores, data.labels, data.families, data.video_ids)
     overall = compute_metrics(scores, data.labels, data.video_ids)
     if not families:
         mean = dict(overall)
     return EvaluationResult(
-        dataset=data.name, split=data.split, n_samples=len(data), families=families, mean=mean, overall=overall,
-        model=model_name, fake_index=fake_index, notes=list(data.notes), scores=scores, labels=data.labels,
+        dataset=data.name,
+        split=data.split,
+        n_samples=len(data),
+        families=families,
+        mean=mean,
+        overall=overall,
+        model=model_name,
+        fake_index=fake_index,
+        notes=list(data.notes),
+        scores=scores,
+        labels=data.labels,
         sample_families=data.families,
     )
 
@@ -177,9 +196,12 @@ def family_metrics(scores, labels, families, video_ids=None) -> tuple[dict, dict
             results[family] = compute_metrics(scores[rows], labels[rows], ids)
     undefined = [f for f, m in results.items() if math.isnan(m["auc"])]
     if undefined:
-        warnings.warn(f"families {', '.join(undefined)} have fakes but no real samples to compare with, so their "
-                      "AUC/EER/AP are NaN and left out of the mean; add real rows (family empty or 'real')",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"families {', '.join(undefined)} have fakes but no real samples to compare with, so their "
+            "AUC/EER/AP are NaN and left out of the mean; add real rows (family empty or 'real')",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     mean = {}
     for key in MEAN_KEYS:
         values = [m[key] for m in results.values() if key in m and not math.isnan(m[key])]
@@ -189,8 +211,9 @@ def family_metrics(scores, labels, families, video_ids=None) -> tuple[dict, dict
     return results, mean
 
 
-def score_images(model, processor, data: EvaluationData, fake_index: int, *, batch_size: int = 32, device=None,
-                 progress: bool = True) -> np.ndarray:
+def score_images(
+    model, processor, data: EvaluationData, fake_index: int, *, batch_size: int = 32, device=None, progress: bool = True
+) -> np.ndarray:
     """Fake score softmax(logits)[fake_index] of every row, batched through `accelerate`.
 
     Args:
@@ -216,15 +239,15 @@ def score_images(model, processor, data: EvaluationData, fake_index: int, *, bat
         pixels = processor(images=[_to_rgb(image) for image in batch], return_tensors="pt")["pixel_values"]
         return pixels, torch.as_tensor(indices, dtype=torch.long)
 
-    loader = torch.utils.data.DataLoader(range(len(data)), batch_size=batch_size, shuffle=False,
-                                         collate_fn=collate)
+    loader = torch.utils.data.DataLoader(range(len(data)), batch_size=batch_size, shuffle=False, collate_fn=collate)
     model = accelerator.prepare_model(model.to(device).eval(), device_placement=False, evaluation_mode=True)
     loader = accelerator.prepare_data_loader(loader, device_placement=False)
     dtype = next(model.parameters()).dtype
     all_scores, all_indices = [], []
     with torch.inference_mode():
-        for pixels, indices in tqdm(loader, desc="Scoring", unit="batch",
-                                    disable=not progress or not accelerator.is_main_process):
+        for pixels, indices in tqdm(
+            loader, desc="Scoring", unit="batch", disable=not progress or not accelerator.is_main_process
+        ):
             logits = model(pixel_values=pixels.to(device, dtype=dtype)).logits
             scores = logits.float().softmax(dim=-1)[:, fake_index]
             scores, indices = accelerator.gather_for_metrics((scores, indices.to(device)))
@@ -264,8 +287,10 @@ def _load_model(model, image_processor):
             try:
                 image_processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=False)
             except Exception as err:
-                raise EvaluationError(f"model {name!r} came without an image processor and none loads from "
-                                      f"{name!r}; pass image_processor= or (model, processor)") from err
+                raise EvaluationError(
+                    f"model {name!r} came without an image processor and none loads from "
+                    f"{name!r}; pass image_processor= or (model, processor)"
+                ) from err
         return model, image_processor, name
     if not isinstance(model, (str, os.PathLike)):
         raise EvaluationError(f"model must be a folder, a Hub repo id or a PreTrainedModel, got {type(model).__name__}")
@@ -278,8 +303,10 @@ def _load_model(model, image_processor):
         loaded = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=False)
         processor = image_processor or AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
     except Exception as err:
-        raise SourceError(f"cannot load image classifier {name!r}: {' '.join(str(err).split())[:300]}; check the "
-                          "folder or repo id (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE)") from err
+        raise SourceError(
+            f"cannot load image classifier {name!r}: {' '.join(str(err).split())[:300]}; check the "
+            "folder or repo id (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE)"
+        ) from err
     return loaded, processor, name
 
 
@@ -289,8 +316,9 @@ def _fake_index(model, fake_label, name: str) -> int:
     if index is None:
         if fake_label is not None:
             raise LabelError(f"model {name!r}: fake_label {fake_label!r} is not one of its labels {id2label}")
-        raise LabelError(f"model {name!r}: cannot tell the fake class from id2label {id2label}; pass fake_label= "
-                         "(index or name)")
+        raise LabelError(
+            f"model {name!r}: cannot tell the fake class from id2label {id2label}; pass fake_label= (index or name)"
+        )
     return int(index)
 
 

@@ -147,10 +147,12 @@ class KeptCounter:
         self.total = 0
 
     def add(self, trimmed: torch.Tensor) -> None:
+        """Count the non-zero entries of one trimmed or dropped stack (N × shape)."""
         self.kept += trimmed.reshape(trimmed.shape[0], -1).ne(0).sum(dim=1).cpu()
         self.total += trimmed[0].numel()
 
     def fractions(self) -> list[float]:
+        """Each specialist's kept fraction over every tensor seen so far."""
         return [round(float(k) / max(self.total, 1), 6) for k in self.kept]
 
 

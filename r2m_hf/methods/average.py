@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ._common import broadcast_weights
-from .base import MergeMethod, TensorSlot
+from .base import MergeMethod, MethodParameters, TensorSlot
 from .registry import register_method
 
 
@@ -22,7 +22,7 @@ class Average(MergeMethod):
     requires_base = False
     description = "weight averaging (model soup): θ = Σ wt θt / Σ wt"
 
-    def __init__(self, parameters, weights: torch.Tensor, names: list[str]):
+    def __init__(self, parameters: MethodParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)
         self._tensors = 0
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import MethodError
-from .base import MergeMethod, TensorSlot, mean_task_vector
+from .base import MergeMethod, MethodParameters, TensorSlot, mean_task_vector
 from .registry import register_method
 
 # Below this 1 + (T − 1) cos φ is treated as zero (the interpolation ratio is undefined there).
@@ -48,7 +48,7 @@ class ModelStock(MergeMethod):
     name = "model_stock"
     description = "Model Stock: θ = θ0 + t τ̄, t = T cos φ / (1 + (T − 1) cos φ) per tensor"
 
-    def __init__(self, parameters, weights: torch.Tensor, names: list[str]):
+    def __init__(self, parameters: MethodParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)
         if self.n_models < 2:
             raise MethodError("model_stock needs at least two specialists (it measures the angle between them)")

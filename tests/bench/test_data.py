@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -103,7 +104,7 @@ def test_cross_domain_uses_domain_b_only(bench: datasets.DatasetDict) -> None:
 def test_every_image_same_size_mode_and_format(bench: datasets.DatasetDict) -> None:
     for ds in bench.values():
         for raw in _raw_images(ds):
-            with Image.open(__import__("io").BytesIO(raw)) as im:
+            with Image.open(io.BytesIO(raw)) as im:
                 assert (im.size, im.mode, im.format) == ((SIZE, SIZE), "RGB", "PNG")
 
 

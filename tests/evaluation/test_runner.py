@@ -27,14 +27,25 @@ FR = [90, 130, 160, 180, 200, 220]
 def _vit(fake_first: bool = False) -> ViTForImageClassification:
     """A ViT whose fake logit grows with the mean pixel value (no training, so scores are exact and repeatable)."""
     names = ["FAKE", "REAL"] if fake_first else ["real", "fake"]
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
-                       patch_size=8, num_labels=2, id2label=dict(enumerate(names)),
-                       label2id={n: i for i, n in enumerate(names)})
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=2,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     model = ViTForImageClassification(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
-            param.fill_(1.0 if name.endswith(("layernorm_before.weight", "layernorm_after.weight",
-                                               "vit.layernorm.weight")) else 0.0)
+            param.fill_(
+                1.0
+                if name.endswith(("layernorm_before.weight", "layernorm_after.weight", "vit.layernorm.weight"))
+                else 0.0
+            )
         patch = model.vit.embeddings.patch_embeddings.projection
         patch.weight[0] = 1.0 / (3 * 64)  # token dim 0: the patch's mean pixel
         patch.bias[1] = 1.0  # a constant dim, so LayerNorm keeps brightness graded instead of a sign
@@ -149,12 +160,14 @@ def test_arrow_dataset_with_videos(model_dir, tmp_path):
     values = [30, 40, 60, 70, 90, 100, 150, 160, 200, 210, 240, 250]
     labels = ["Real"] * 6 + ["Deepfake"] * 6
     videos = ["r0", "r0", "r1", "r1", "r2", "r2", "f0", "f0", "f1", "f1", "f2", "f2"]
-    ds = datasets.Dataset.from_dict({
-        "image": [_image(v, i) for i, v in enumerate(values)],
-        "label": labels,
-        "family": [None] * 6 + ["fs"] * 6,
-        "video_id": videos,
-    }).cast_column("image", datasets.Image())
+    ds = datasets.Dataset.from_dict(
+        {
+            "image": [_image(v, i) for i, v in enumerate(values)],
+            "label": labels,
+            "family": [None] * 6 + ["fs"] * 6,
+            "video_id": videos,
+        }
+    ).cast_column("image", datasets.Image())
     datasets.DatasetDict({"test": ds}).save_to_disk(tmp_path / "arrow")
 
     result = evaluate_model(str(model_dir), str(tmp_path / "arrow"), device="cpu", progress=False)
@@ -182,8 +195,11 @@ def test_user_errors(imagefolder, plain_folder):
     data = load_evaluation_data(ints.cast_column("image", datasets.Image()))
     assert any("assumed 0 = real, 1 = fake" in note for note in data.notes)
     with pytest.raises(EvaluationError, match=r"must be 0 \(real\) or 1 \(fake\), got \[0, 2\]"):
-        load_evaluation_data(datasets.Dataset.from_dict({"image": [_image(10, 0)] * 2, "label": [0, 2]})
-                             .cast_column("image", datasets.Image()))
+        load_evaluation_data(
+            datasets.Dataset.from_dict({"image": [_image(10, 0)] * 2, "label": [0, 2]}).cast_column(
+                "image", datasets.Image()
+            )
+        )
 
     anonymous = _vit()
     anonymous.config.id2label = {0: "LABEL_0", 1: "LABEL_1"}
@@ -195,10 +211,16 @@ def test_user_errors(imagefolder, plain_folder):
 
 
 def test_classlabel_names_decide_not_indices():
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["Real", "AI"]),
-                                  "video": datasets.Value("string")})
-    ds = datasets.Dataset.from_dict({"image": [_image(10, 0)] * 3, "label": [1, 0, 1], "video": ["v1", "v2", "v1"]},
-                                    features=features)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=["Real", "AI"]),
+            "video": datasets.Value("string"),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"image": [_image(10, 0)] * 3, "label": [1, 0, 1], "video": ["v1", "v2", "v1"]}, features=features
+    )
     data = load_evaluation_data(ds)
     np.testing.assert_array_equal(data.labels, [1, 0, 1])
     assert data.label_mapping == {"AI": 1, "Real": 0} and data.video_ids == ["v1", "v2", "v1"]

@@ -106,8 +106,11 @@ def _both_classes(labels: np.ndarray, what: str) -> bool:
     if 0 < n_fake < labels.size:
         return True
     only = "no samples" if labels.size == 0 else ("only fake" if n_fake else "only real") + " samples"
-    warnings.warn(f"{what}: {only}, so AUC, EER and AP are undefined (NaN); add samples of both classes",
-                  RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"{what}: {only}, so AUC, EER and AP are undefined (NaN); add samples of both classes",
+        RuntimeWarning,
+        stacklevel=3,
+    )
     return False
 
 
@@ -169,8 +172,11 @@ def video_level(scores, labels, video_ids) -> tuple[np.ndarray, np.ndarray]:
     mean_scores = np.bincount(inverse, weights=scores) / counts
     mean_labels = np.bincount(inverse, weights=labels) / counts
     if np.any((mean_labels > 0) & (mean_labels < 1)):
-        warnings.warn("some videos mix real and fake frames; their label is the rounded mean frame label",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "some videos mix real and fake frames; their label is the rounded mean frame label",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     order = np.argsort(first, kind="mergesort")
     return mean_scores[order], np.floor(mean_labels[order] + 0.5).astype(np.int64)
 
@@ -211,8 +217,9 @@ def deepfake_metrics(scores, labels, video_ids=None) -> dict:
             warnings.simplefilter("ignore", RuntimeWarning)
             result["video_auc"] = auc_score(video_labels, video_scores)
         if math.isnan(result["video_auc"]) and defined:
-            warnings.warn("video AUC: all videos have the same label, so it is undefined (NaN)", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                "video AUC: all videos have the same label, so it is undefined (NaN)", RuntimeWarning, stacklevel=2
+            )
         result["n_videos"] = int(video_labels.size)
     return result
 
@@ -226,8 +233,9 @@ class DeepfakeDetection(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("float32"),
-                                        "references": datasets.Value("int32")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("float32"), "references": datasets.Value("int32")}
+            ),
             reference_urls=["https://github.com/SCLBD/DeepfakeBench"],
         )
 
