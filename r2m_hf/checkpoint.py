@@ -53,7 +53,8 @@ class TensorFiles:
             if missing:
                 raise CheckpointError(f"{missing[0]}: shard listed in {index.name} is missing; re-download the model")
         else:
-            pickles = sorted(self.folder.glob(f"{stem}*.bin")) + sorted(self.folder.glob("*.pt"))
+            pickle_globs = (f"{stem}*.bin", f"pytorch_{stem}*.bin", "*.pt", "*.pth")
+            pickles = sorted({f for pattern in pickle_globs for f in self.folder.glob(pattern)})
             if pickles and not allow_pickle:
                 raise CheckpointError(
                     f"{pickles[0]}: pickle checkpoints can run code when loaded and are refused; convert it to "
@@ -75,7 +76,9 @@ class TensorFiles:
             try:
                 self._handles[file] = safe_open(str(file), framework="pt")
             except (SafetensorError, OSError) as exc:
-                raise CheckpointError(f"{file}: not a readable safetensors file ({exc}); re-download or re-save it") from None
+                raise CheckpointError(
+                    f"{file}: not a readable safetensors file ({exc}); re-download or re-save it"
+                ) from None
         return self._handles[file]
 
     def _load_pickles(self, files: list[Path]) -> None:
@@ -180,7 +183,9 @@ class Checkpoint:
                 )
 
 
-_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>A|B|embedding_A|embedding_B)(?:\.[^.]+)?\.(?P<param>weight|bias)$")
+_LORA_KEY = re.compile(
+    r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>A|B|embedding_A|embedding_B)(?:\.[^.]+)?\.(?P<param>weight|bias)$"
+)
 
 
 class LoraAdapter:
@@ -232,8 +237,8 @@ class LoraAdapter:
             entry["bias" if (part == "B" and match["param"] == "bias") else part] = key
         if unmatched:
             raise CheckpointError(
-                f"{self.label} ({self.folder}): adapter tensor {unmatched[0]} (and {len(unmatched) - 1} more) matches no "
-                f"module of {layout.model_class}; the adapter was trained on another architecture or naming"
+                f"{self.label} ({self.folder}): adapter tensor {unmatched[0]} (and {len(unmatched) - 1} more) "
+                f"matches no module of {layout.model_class}; the adapter was trained on another architecture"
             )
         if not self.targets:
             raise CheckpointError(
@@ -242,7 +247,9 @@ class LoraAdapter:
             )
         for name, entry in self.targets.items():
             if "A" not in entry or "B" not in entry:
-                raise CheckpointError(f"{self.label} ({self.folder}): LoRA pair for {name} is incomplete (A or B missing)")
+                raise CheckpointError(
+                    f"{self.label} ({self.folder}): LoRA pair for {name} is incomplete (A or B missing)"
+                )
 
     @property
     def base_reference(self) -> str | None:

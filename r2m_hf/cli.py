@@ -33,11 +33,54 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_common(merge)
 
+    merge.add_argument("--push-to-hub", metavar="ORG/NAME", help="push the merged folder to this Hub repo")
+    merge.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    merge.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if absent)")
+    merge.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+
+    evaluate = sub.add_parser("eval", help="evaluate a detector (folder or Hub repo) on a dataset")
+    evaluate.add_argument("model", help="model folder or Hub repo id")
+    evaluate.add_argument("--dataset", required=True, help="imagefolder folder, Arrow/parquet path, or Hub dataset id")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--label-column", default="label")
+    evaluate.add_argument("--family-column", default=None)
+    evaluate.add_argument("--video-column", default=None)
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--max-samples", type=int, default=None)
+    evaluate.add_argument("--device", default=None, help="cpu, cuda, … (default: what accelerate picks)")
+    evaluate.add_argument("--output", type=Path, default=None, help="write the metrics JSON here")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_common(evaluate)
+
+    push = sub.add_parser("push", help="push a merged folder to the Hub (e.g. retry after a failed push)")
+    push.add_argument("output_dir", type=Path)
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", metavar="BRANCH")
+    push.add_argument("--create-pr", action="store_true")
+    _add_common(push)
+
     demo = sub.add_parser("demo", help="build a small seeded zoo locally and merge it with R²M (no network)")
     demo.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where the zoo and merge go")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_common(demo)
+
+    check = sub.add_parser("check-specialist", help="check whether a community specialist can join a merge")
+    check.add_argument("specialist", help="model folder or Hub repo id[@revision] (full model or LoRA adapter)")
+    check.add_argument("--base", required=True, help="the merge's base model (folder or Hub repo id[@revision])")
+    check.add_argument("--fake-label", default=None, help="fake class name or index, when id2label does not say")
+    check.add_argument("--allow-pickle", action="store_true", help="accept pickle (*.bin) checkpoints")
+    check.add_argument("--no-weights", action="store_true", help="do not compare a full model's weights to the base")
+    _add_common(check)
+
+    add = sub.add_parser("add", help="check a specialist against a recipe's base_model and append it to models:")
+    add.add_argument("config", type=Path, help="merge YAML to extend")
+    add.add_argument("specialist", help="model folder or Hub repo id[@revision]")
+    add.add_argument("--name", default=None, help="its name in the recipe (default: folder or repo name)")
+    add.add_argument("--fake-label", default=None, help="fake class name or index, when id2label does not say")
+    add.add_argument("--allow-pickle", action="store_true", help="accept pickle (*.bin) checkpoints")
+    _add_common(add)
 
     methods = sub.add_parser("methods", help="list the registered merge methods and their default parameters")
     _add_common(methods)
@@ -52,15 +95,116 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         print(plan.describe())
         print(f"output: {args.output_dir.resolve()} (dry run: nothing written)")
         return 0
-    result = run_merge(plan, args.output_dir, device=args.device, overwrite=args.overwrite, progress=not args.no_progress)
+    result = run_merge(
+        plan, args.output_dir, device=args.device, overwrite=args.overwrite, progress=not args.no_progress
+    )
     report = result.report
     print(f"merged {len(plan.specialists)} specialists with {plan.config.merge_method} → {result.output_dir}")
     method = report["method"]
     if "coefficients" in method and method["coefficients"] is not None:
         c = ", ".join(f"{x:.3f}" for x in method["coefficients"])
-        print(f"real core c = [{c}], ‖τcore‖ = {method['core_norm']:.4g}, ‖τres‖ = {method['residual_norm']:.4g}, "
-              f"η = {method['eta']:.4g}")
+        print(
+            f"real core c = [{c}], ‖τcore‖ = {method['core_norm']:.4g}, ‖τres‖ = {method['residual_norm']:.4g}, "
+            f"η = {method['eta']:.4g}"
+        )
     print(f"{report['seconds']:.1f} s; recipe in merge_config.yaml, diagnostics in merge_report.json")
+    section = plan.config.evaluation
+    if section is not None:
+        from .evaluation import evaluate_model
+
+        evaluation = evaluate_model(
+            str(result.output_dir),
+            section.dataset,
+            split=section.split,
+            label_column=section.label_column,
+            family_column=section.family_column,
+            video_column=section.video_column,
+            batch_size=section.batch_size,
+            max_samples=section.max_samples,
+            progress=not args.no_progress,
+        )
+        evaluation.save(result.output_dir / "eval_results.json")
+        print(evaluation.to_markdown())
+    if section is not None or args.push_to_hub:
+        from .card import write_model_card
+
+        write_model_card(result.output_dir, eval_results=evaluation if section is not None else None,
+                         repo_id=args.push_to_hub)
+    if args.push_to_hub:
+        _push(result.output_dir, args.push_to_hub, args, plan.config.merge_method, [s.name for s in plan.specialists])
+    return 0
+
+
+def _push(folder: Path, repo_id: str, args: argparse.Namespace, method: str | None, names: list[str] | None) -> None:
+    from .hub import push_folder
+
+    if method is None:
+        import yaml
+
+        recipe_file = folder / "merge_config.yaml"
+        recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else {}
+        method = recipe.get("merge_method", "unknown")
+        names = [m.get("name", "?") for m in recipe.get("models", [])]
+    message = f"Merge {', '.join(names or [])} with {method} (r2m-hf)"
+    pushed = push_folder(
+        folder, repo_id, private=args.private, revision=args.revision, create_pr=args.create_pr, commit_message=message
+    )
+    print(f"pushed to {pushed.pr_url or pushed.commit_url}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_model
+
+    result = evaluate_model(
+        args.model,
+        args.dataset,
+        split=args.split,
+        label_column=args.label_column,
+        family_column=args.family_column,
+        video_column=args.video_column,
+        batch_size=args.batch_size,
+        device=args.device,
+        max_samples=args.max_samples,
+        progress=not args.no_progress,
+    )
+    print(result.to_markdown())
+    if args.output is not None:
+        result.save(args.output)
+        print(f"metrics written to {args.output}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .errors import OutputError
+
+    if not (args.output_dir / "config.json").is_file():
+        raise OutputError(f"{args.output_dir}: not a merged model folder (no config.json); run `r2m-hf merge` first")
+    _push(args.output_dir, args.repo_id, args, None, None)
+    return 0
+
+
+def _cmd_check_specialist(args: argparse.Namespace) -> int:
+    from .contrib import check_specialist
+
+    report = check_specialist(args.specialist, args.base, fake_label=args.fake_label, allow_pickle=args.allow_pickle,
+                              compare_weights=not args.no_weights)
+    print("\n".join(report.lines()))
+    verdict = "can join a merge over" if report.ok else "cannot join a merge over"
+    print(f"{args.specialist} {verdict} {args.base}")
+    return 0 if report.ok else EXIT_USAGE
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    from .contrib import add_specialist
+
+    result = add_specialist(args.config, args.specialist, name=args.name, fake_label=args.fake_label,
+                            allow_pickle=args.allow_pickle)
+    print("\n".join(result.report.lines()))
+    if not result.written:
+        print(f"r2m-hf: error: {args.specialist} failed the checks above; {args.config} is unchanged", file=sys.stderr)
+        return EXIT_USAGE
+    kept = "" if result.comments_kept else " (re-written: its comments could not be kept)"
+    print(f"added {result.name} to {args.config}{kept}")
     return 0
 
 
@@ -83,12 +227,22 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"merge": _cmd_merge, "demo": _cmd_demo, "methods": _cmd_methods}
+COMMANDS = {
+    "merge": _cmd_merge,
+    "eval": _cmd_eval,
+    "push": _cmd_push,
+    "check-specialist": _cmd_check_specialist,
+    "add": _cmd_add,
+    "demo": _cmd_demo,
+    "methods": _cmd_methods,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "no_progress") and not sys.stderr.isatty():
+        args.no_progress = True  # progress bars only on a terminal: logs stay one line per error
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     if not args.debug:
         _quiet_libraries()

@@ -43,7 +43,9 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
             parts.append(f"{loc}: {err.get('input')!r} is not allowed; expected {expected}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{loc}: {msg} (got {err.get('input')!r})" if "input" in err and kind != "missing" else f"{loc}: {msg}")
+            parts.append(
+                f"{loc}: {msg} (got {err.get('input')!r})" if "input" in err and kind != "missing" else f"{loc}: {msg}"
+            )
     return "; ".join(parts)
 
 

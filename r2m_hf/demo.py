@@ -65,17 +65,22 @@ def run_demo(workdir: str | Path = "demo-output", *, seed: int = 0, progress: bo
     for label, error, _, out in rows:
         print(f"  {label:34s} {error:10.3f}   {out}")
     r2m = rows[0][2]
-    print(f"\nR²M diagnostics (defaults): c = {[round(x, 3) for x in r2m['coefficients']]}, "
-          f"eigenvalues = {[round(x, 4) for x in r2m['gram_eigenvalues']]}, η = {r2m['eta']:.3f}")
+    print(
+        f"\nR²M diagnostics (defaults): c = {[round(x, 3) for x in r2m['coefficients']]}, "
+        f"eigenvalues = {[round(x, 4) for x in r2m['gram_eigenvalues']]}, η = {r2m['eta']:.3f}"
+    )
     for warning in r2m.get("warnings", []):
         print(f"  warning: {warning}")
     errors = {label: error for label, error, _, _ in rows}
     best = min(errors, key=errors.get)
-    print(f"\nclosest to the ideal: {best}. R²M's residual term only survives when the rank budget is near each "
-          "specialist's own rank (see r2m-method.md, 'How the parts interact'); weight-space error is a proxy, "
-          "not detection accuracy.")
-    print(f"Each folder under {workdir / 'merged'} loads with "
-          "transformers.pipeline('image-classification', model=...).")
+    print(
+        f"\nclosest to the ideal: {best}. R²M's residual term only survives when the rank budget is near each "
+        "specialist's own rank (see r2m-method.md, 'How the parts interact'); weight-space error is a proxy, "
+        "not detection accuracy."
+    )
+    print(
+        f"Each folder under {workdir / 'merged'} loads with transformers.pipeline('image-classification', model=...)."
+    )
     return {label: error for label, error, _, _ in rows}
 
 

@@ -40,7 +40,7 @@ if hasattr(nn, "RMSNorm"):
 
 
 def _is_norm(module: nn.Module) -> bool:
-    # Some architectures define their own norm classes (e.g. `Dinov2LayerNorm`, `*RMSNorm`) that do not subclass torch's.
+    # Some architectures define their own norm classes (`*LayerNorm`, `*RMSNorm`) that do not subclass torch's.
     return isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("LayerNorm", "RMSNorm", "GroupNorm"))
 
 

@@ -74,7 +74,9 @@ def fake_index_or_error(id2label, fake_label, who: str) -> int:
     return index
 
 
-def align_head(weight: torch.Tensor, bias: torch.Tensor | None, fake_index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def align_head(
+    weight: torch.Tensor, bias: torch.Tensor | None, fake_index: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Reorder a 2-class head's rows so that row 0 is real and row 1 is fake."""
     if fake_index == 1:
         return weight, bias
@@ -83,12 +85,19 @@ def align_head(weight: torch.Tensor, bias: torch.Tensor | None, fake_index: int)
 
 
 def merge_heads(
-    heads: list[tuple[torch.Tensor, torch.Tensor | None]], names: list[str], choice: str = "mean"
+    heads: list[tuple[torch.Tensor, torch.Tensor | None]],
+    names: list[str],
+    choice: str = "mean",
+    weights: list[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Average aligned heads (``head: mean``) or keep one specialist's (``head: <name>``)."""
+    """Average aligned heads (``head: mean``, weighted by the per-model weights) or keep one (``head: <name>``)."""
     if choice != "mean":
         return heads[names.index(choice)]
-    weight = torch.stack([w for w, _ in heads]).mean(dim=0)
+    w = torch.tensor(weights if weights is not None else [1.0] * len(heads), dtype=heads[0][0].dtype)
+    if float(w.sum()) <= 0:
+        w = torch.ones_like(w)
+    w = w / w.sum()
+    weight = torch.einsum("i,i...->...", w, torch.stack([h for h, _ in heads]))
     biases = [b for _, b in heads]
-    bias = None if any(b is None for b in biases) else torch.stack(biases).mean(dim=0)
+    bias = None if any(b is None for b in biases) else torch.einsum("i,i...->...", w, torch.stack(biases))
     return weight, bias

@@ -20,6 +20,7 @@ from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
+    IncompleteSnapshotError,
     LocalEntryNotFoundError,
     LocalTokenNotFoundError,
     OfflineModeIsEnabled,
@@ -226,6 +227,11 @@ def download_snapshot(
             endpoint=endpoint,
             allow_patterns=allow_patterns,
         )
+    if not Path(folder).is_dir():  # snapshot_download only warns when the patterns match nothing
+        raise HubError(
+            f"no file of {call.repo} at revision '{revision or constants.DEFAULT_REVISION}' matches "
+            f"allow_patterns={allow_patterns!r}: check the repo holds the expected files"
+        )
     return Path(folder)
 
 
@@ -257,6 +263,11 @@ def _hub_errors(call: _Call) -> Iterator[None]:
 def _message(err: Exception, call: _Call) -> str:
     endpoint = call.endpoint or constants.ENDPOINT
     revision = call.revision or constants.DEFAULT_REVISION
+    if isinstance(err, IncompleteSnapshotError):
+        return (
+            f"the cached snapshot of {call.repo} (revision '{revision}') is incomplete and the Hub cannot be "
+            f"reached to complete it: download it again with network access (HF_HUB_OFFLINE unset)"
+        )
     if isinstance(err, LocalEntryNotFoundError):
         cause = err.__cause__
         if isinstance(cause, HfHubHTTPError):

@@ -144,7 +144,8 @@ class MergePlan:
         if self.config.merge_method == "r2m" and params.get("residual_cache", "memory") == "memory":
             ratio = float(params.get("residual_rank_ratio", 0.1))
             factors = sum(
-                min(s) * ratio * (s[0] + s[1]) for name, s in self.layout.shapes.items()
+                min(s) * ratio * (s[0] + s[1])
+                for name, s in self.layout.shapes.items()
                 if self.layout.groups[name] is Group.TRUNCATABLE
             )
             estimate += int(n * factors * item)
@@ -236,7 +237,9 @@ def _target_config(configs: list[tuple[str, Any]], base_config, base_who: str):
                 "fine-tuned from the same backbone"
             )
     if base_config is not None and base_config.model_type != target.model_type:
-        raise CheckpointError(f"{base_who}: architecture {base_config.model_type} differs from the specialists' {target.model_type}")
+        raise CheckpointError(
+            f"{base_who}: architecture {base_config.model_type} differs from the specialists' {target.model_type}"
+        )
     if type(target) not in AutoModelForImageClassification._model_mapping:
         raise ConfigError(f"{target.model_type}: transformers has no image-classification model for this architecture")
     target.num_labels = 2
@@ -309,7 +312,9 @@ def plan_merge(
         if source.is_adapter:
             specialist.adapter = LoraAdapter(source.path, layout, who, allow_pickle=allow_pickle)
             if adapter_base_source is not None:
-                specialist.adapter_base = Checkpoint(adapter_base_source.path, layout, f"{who} base", allow_pickle=allow_pickle)
+                specialist.adapter_base = Checkpoint(
+                    adapter_base_source.path, layout, f"{who} base", allow_pickle=allow_pickle
+                )
                 specialist.adapter_base.check_covers(layout.backbone_names, layout, "the merge")
                 specialist.adapter_base_source = adapter_base_source
             elif base is None:
@@ -377,6 +382,7 @@ def _adapter_labels(source: ResolvedSource, base_config) -> dict:
 
 def _choose_processor(base: ResolvedSource | None, specialists: list[ResolvedSource]) -> tuple[Path | None, str | None]:
     """The base's image processor, else the specialists' (reporting disagreements)."""
+
     def read(path: Path) -> dict | None:
         file = path / "preprocessor_config.json"
         return json.loads(file.read_text()) if file.is_file() else None
@@ -463,7 +469,9 @@ def run_merge(
         )
         try:
             heads = [s.head(layout, plan.compute_dtype) for s in plan.specialists]
-            head_weight, head_bias = merge_heads(heads, [s.name for s in plan.specialists], head_choice(plan.config))
+            head_weight, head_bias = merge_heads(
+                heads, [s.name for s in plan.specialists], head_choice(plan.config), [s.weight for s in plan.specialists]
+            )
             for name in layout.head_names:
                 writer.add(disk_names[name], head_weight if name.endswith("weight") else head_bias)
 
@@ -483,7 +491,9 @@ def run_merge(
     return MergeResult(output_dir=final, report=report, plan=plan)
 
 
-def _write_metadata(plan: MergePlan, folder: Path, method: MergeMethod, files: list[str], seconds: float, device) -> dict:
+def _write_metadata(
+    plan: MergePlan, folder: Path, method: MergeMethod, files: list[str], seconds: float, device
+) -> dict:
     config = plan.layout.config
     config.architectures = [plan.layout.model_class]
     config.dtype = plan.config.out_dtype or plan.config.dtype
@@ -492,7 +502,11 @@ def _write_metadata(plan: MergePlan, folder: Path, method: MergeMethod, files: l
         for name in PROCESSOR_FILES:
             if (plan.processor_dir / name).is_file():
                 shutil.copyfile(plan.processor_dir / name, folder / name)
-    for s in [plan.base_source, *[sp.source for sp in plan.specialists], *[sp.adapter_base_source for sp in plan.specialists]]:
+    for s in [
+        plan.base_source,
+        *[sp.source for sp in plan.specialists],
+        *[sp.adapter_base_source for sp in plan.specialists],
+    ]:
         if s is not None and not s.file_hashes:
             for file in _weight_files(s.path):
                 s.file_hashes[file.name] = sha256_file(file)
@@ -532,6 +546,9 @@ def _write_metadata(plan: MergePlan, folder: Path, method: MergeMethod, files: l
         "method": method.report(),
     }
     (folder / "merge_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    from .card import write_model_card
+
+    write_model_card(folder)  # rewritten by the CLI after an `evaluation:` step
     return report
 
 

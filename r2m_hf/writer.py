@@ -95,8 +95,11 @@ class StreamingSafetensorsWriter:
             offset = 0
             for name in names:
                 nbytes = math.prod(shapes[name]) * item
-                header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shapes[name]),
-                                "data_offsets": [offset, offset + nbytes]}
+                header[name] = {
+                    "dtype": SAFETENSORS_DTYPES[dtype],
+                    "shape": list(shapes[name]),
+                    "data_offsets": [offset, offset + nbytes],
+                }
                 offset += nbytes
                 self.file_of[name] = filename
             blob = json.dumps(header, separators=(",", ":")).encode()

@@ -14,8 +14,14 @@ from pathlib import Path
 
 import torch
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-        "image_size": 32, "patch_size": 8}
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "image_size": 32,
+    "patch_size": 8,
+}
 ARCHITECTURES = ("vit", "clip", "dinov2", "siglip")
 # transformers 5 ViT module names → the transformers 4 names of adapters trained before the rename
 LEGACY_VIT_MODULES = (
@@ -58,15 +64,19 @@ def _save_processor(folder: Path, size: int) -> None:
     ViTImageProcessor(size={"height": size, "width": size}, do_normalize=True).save_pretrained(folder)
 
 
-def save_backbone(folder: str | Path, arch: str = "vit", *, seed: int = 0, backbone_only: bool = True, **overrides) -> Path:
+def save_backbone(
+    folder: str | Path, arch: str = "vit", *, seed: int = 0, backbone_only: bool = True, **overrides
+) -> Path:
     """Save a seeded random backbone (a ``ViTModel`` when `backbone_only` and arch is vit) with its image processor."""
     from transformers import AutoModelForImageClassification, ViTModel
 
     folder = Path(folder)
     torch.manual_seed(seed)
     config = tiny_config(arch, **overrides)
-    model = ViTModel(config, add_pooling_layer=False) if (backbone_only and arch == "vit") else (
-        AutoModelForImageClassification.from_config(config)
+    model = (
+        ViTModel(config, add_pooling_layer=False)
+        if (backbone_only and arch == "vit")
+        else (AutoModelForImageClassification.from_config(config))
     )
     model.save_pretrained(folder)
     _save_processor(folder, config.image_size if hasattr(config, "image_size") else TINY["image_size"])
@@ -170,8 +180,14 @@ def save_lora_specialist(
     model = AutoModelForImageClassification.from_pretrained(
         str(base_folder), num_labels=2, id2label={0: "real", 1: "fake"}, label2id={"real": 0, "fake": 1}
     )
-    lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"],
-                      use_rslora=use_rslora, init_lora_weights=False)
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=["q_proj", "v_proj"],
+        modules_to_save=["classifier"],
+        use_rslora=use_rslora,
+        init_lora_weights=False,
+    )
     peft_model = get_peft_model(model, lora)
     if head is not None:
         with torch.no_grad():
@@ -236,8 +252,10 @@ def build_zoo(
     config = tiny_config(arch)
     layout = build_layout(config)
     torch.manual_seed(seed)
-    model = AutoModelForImageClassification.from_pretrained(str(base_dir), config=config) if arch == "vit" else (
-        AutoModelForImageClassification.from_pretrained(str(base_dir))
+    model = (
+        AutoModelForImageClassification.from_pretrained(str(base_dir), config=config)
+        if arch == "vit"
+        else (AutoModelForImageClassification.from_pretrained(str(base_dir)))
     )
     base = {k: v.detach().clone() for k, v in model.state_dict().items()}
     shared, own = structured_task_vectors(base, layout.groups, len(names), seed=seed + 1, **task_vector_kwargs)
@@ -248,6 +266,9 @@ def build_zoo(
         tv = {k: shared[k] + own[i][k] for k in shared}
         head = (0.1 * torch.randn(2, hidden, generator=gen), 0.01 * torch.randn(2, generator=gen))
         label_names = ("REAL", "FAKE") if name in fake_first else ("real", "fake")
-        paths.append(save_full_specialist(root / name, base, tv, head, config, fake_first=name in fake_first,
-                                          label_names=label_names))
+        paths.append(
+            save_full_specialist(
+                root / name, base, tv, head, config, fake_first=name in fake_first, label_names=label_names
+            )
+        )
     return Zoo(root=root, base=base_dir, specialists=paths, names=list(names), shared=shared, own=own)

@@ -201,7 +201,6 @@ class HubServer:
         self._tokens: dict[str, _Token] = {}
         self._faults: list[_Fault] = []
         self._log: list[RequestRecord] = []
-        self._commit_requests = 0
         self._clock = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -222,7 +221,9 @@ class HubServer:
         httpd.daemon_threads = True
         self._httpd = httpd
         self.endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
-        self._thread = threading.Thread(target=httpd.serve_forever, name="hub-server", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-server", daemon=True
+        )
         self._thread.start()
         return self.endpoint
 
@@ -566,9 +567,9 @@ class _Handler(BaseHTTPRequestHandler):
         name, namespace = data.get("name"), data.get("organization") or self.user
         if repo_type not in REPO_TYPES:
             raise _HttpError(400, f"Repo type '{repo_type}' is not supported by the test hub")
-        if not name or not namespace or not re.fullmatch(r"[\w.-]+", name) or "--" in name:
+        self._require_write(namespace or "")
+        if not name or not re.fullmatch(r"[\w.-]+", name) or "--" in name:
             raise _HttpError(400, f"Invalid repo name: {name!r}")
-        self._require_write(namespace)
         repo_id = f"{namespace}/{name}"
         hub = self.server_hub
         existing = hub._repos.get((repo_type, repo_id))
@@ -698,7 +699,6 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server_hub
         repo = self._get_repo(repo_type, repo_id)
         self._require_write(repo.owner)
-        hub._commit_requests += 1
         create_pr = self.query.get("create_pr") in ("1", "true", "True")
         pr_match = re.fullmatch(r"refs/pr/(\d+)", revision)
         if create_pr and revision not in repo.branches:

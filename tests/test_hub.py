@@ -247,6 +247,8 @@ def test_download_errors_name_the_repo_and_revision(output: Path, hub_server: Hu
         download_snapshot("r2m-tester/absent")
     with pytest.raises(HubError, match="not a valid repo id"):
         download_snapshot("not/a/repo")
+    with pytest.raises(HubError, match=r"no file of model repo 'r2m-tester/merged' .* matches"):
+        download_snapshot("r2m-tester/merged", allow_patterns=["*.bin"])
 
 
 def test_download_offline_uses_the_cache_or_says_it_is_missing(
@@ -257,6 +259,9 @@ def test_download_offline_uses_the_cache_or_says_it_is_missing(
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
     assert download_snapshot("r2m-tester/merged") == online
+    (online / "config.json").unlink()  # a snapshot cut short: huggingface_hub notices from its tree cache
+    with pytest.raises(HubError, match=r"cached snapshot of model repo 'r2m-tester/merged' .*is incomplete"):
+        download_snapshot("r2m-tester/merged")
     with pytest.raises(HubError, match=r"'r2m-tester/other' .*not in the local Hugging Face cache.*HF_HUB_OFFLINE"):
         download_snapshot("r2m-tester/other")
 
@@ -345,7 +350,8 @@ def test_server_drains_bodies_of_rejected_requests(hub_server: HubServer) -> Non
     assert info.status_code == 401 and info.headers["X-Error-Code"] == "RepoNotFound"
 
 
-def test_server_starts_and_stops_standalone(tmp_path: Path) -> None:
+def test_server_starts_and_stops_standalone(hf_isolated: Path, tmp_path: Path) -> None:
+    """Without `hub_server`: explicit endpoint everywhere (hf_isolated only lifts offline mode and the token)."""
     with HubServer() as hub:
         hub.add_token("hf_standalone", "alice")
         api = HfApi(endpoint=hub.endpoint, token="hf_standalone")

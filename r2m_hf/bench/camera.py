@@ -64,7 +64,7 @@ def resize(image: np.ndarray, size: tuple[int, int], method: str = "lanczos") ->
 
 
 def rerender(image: np.ndarray, factor: float, down: str = "box", up: str = "bilinear") -> np.ndarray:
-    """Render an image at `1/factor` of its resolution and bring it back: the trace a low-resolution generator leaves."""
+    """Render an image at `1/factor` of its resolution and back: a low-resolution generator's trace."""
     h, w = image.shape[:2]
     small = (max(2, round(h / factor)), max(2, round(w / factor)))
     return resize(resize(image, small, down), (h, w), up)

@@ -94,6 +94,30 @@ def _align(donor: RealSample, target: RealSample, order: int = 1) -> np.ndarray:
     return affine(donor.image, np.diag([sy, sx]), np.array([dcy - sy * tcy, dcx - sx * tcx]), order=order)
 
 
+def _grain(rng: np.random.Generator, shape: tuple[int, ...], std: float, corr: float = 0.0) -> np.ndarray:
+    """Fresh generator noise (white, or spatially correlated over `corr` pixels) with standard deviation `std`."""
+    g = rng.standard_normal(shape).astype(np.float32)
+    if corr > 0:
+        g = blur(g, corr)
+        g = g / (g.std() + 1e-8)
+    return std * g
+
+
+def _decoder_up(img: np.ndarray, rng: np.random.Generator, gain: float) -> np.ndarray:
+    """A ×2 transposed-convolution decoder: render at half resolution, zero-insert, 4-tap kernel, unequal phases."""
+    small = resize(img, (img.shape[0] // 2, img.shape[1] // 2), "box")
+    up = np.zeros_like(img)
+    up[::2, ::2] = small
+    k1 = np.array([0.25, 0.75, 0.75, 0.25], np.float32) + rng.uniform(-0.02, 0.02, size=4)
+    # "mirror" keeps the zero-inserted phase pattern intact at the borders ("reflect" would double the edge).
+    out = ndimage.convolve1d(ndimage.convolve1d(up, k1, axis=0, mode="mirror"), k1, axis=1, mode="mirror")
+    gains = 1 + rng.uniform(-gain, gain, size=(2, 2))
+    for i in range(2):
+        for j in range(2):
+            out[i::2, j::2] *= gains[i, j] / gains.mean()
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
 def _size(sample: RealSample) -> int:
     return sample.image.shape[0]
 
@@ -124,6 +148,7 @@ def fs_sbi(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) ->
     shift = rng.uniform(-0.025, 0.025, size=2) * n
     centre = np.array(sample.parts["face"][:2])
     src = affine(np.clip(src, 0, 1).astype(np.float32), np.eye(2) * scale, centre - scale * centre + shift)
+    src = src + _grain(rng, img.shape, rng.uniform(0.008, 0.02))  # the blended copy's own sensor noise
     mask = _soft_mask(
         img.shape[:2], sample.parts["face"], rng, rng.uniform(0.01, 0.03) * n, rng.uniform(0.75, 1.0), 0.3
     )
@@ -139,6 +164,7 @@ def fs_xray(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) -
     )
     donor = _align(draw_real(), sample)
     donor = _colour_transfer(rerender(donor, rng.uniform(1.3, 1.8)), img, mask)
+    donor = donor + _grain(rng, img.shape, rng.uniform(0.008, 0.02))
     return mask * donor + (1 - mask) * img
 
 
@@ -148,7 +174,7 @@ def fs_lowres(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal)
     img, n = sample.image, _size(sample)
     mask = _soft_mask(img.shape[:2], sample.parts["face"], rng, rng.uniform(0.004, 0.012) * n, rng.uniform(0.7, 0.9))
     donor = rerender(_align(draw_real(), sample), rng.uniform(2.0, 3.0), "box", "bilinear")
-    donor = _colour_transfer(donor, img, mask)
+    donor = _colour_transfer(donor, img, mask) + _grain(rng, img.shape, rng.uniform(0.008, 0.02))
     return mask * donor + (1 - mask) * img
 
 
@@ -193,6 +219,7 @@ def fr_tps_bilinear(sample: RealSample, rng: np.random.Generator, draw_real: Dra
     names = ("left_eye", "right_eye", "mouth")
     dy, dx = _bumps(sample, rng, names, 0.03)
     moved = rerender(warp(img, dy, dx, order=1), rng.uniform(1.6, 2.2), "bilinear", "bilinear")
+    moved = moved + _grain(rng, img.shape, rng.uniform(0.01, 0.025), 0.8)
     mask = _parts_mask(sample, names, rng.uniform(1.8, 2.3), rng.uniform(0.01, 0.02) * n)
     return mask * moved + (1 - mask) * img
 
@@ -206,6 +233,7 @@ def fr_elastic_bicubic(sample: RealSample, rng: np.random.Generator, draw_real: 
     dy, dx = amp * smooth_field(rng, shape, n / 16), amp * smooth_field(rng, shape, n / 16)
     small = resize(img, (n // 2, n // 2), "box")
     moved = resize(warp(small, dy[::2, ::2] / 2, dx[::2, ::2] / 2, order=3), shape, "bicubic")
+    moved = moved + _grain(rng, img.shape, rng.uniform(0.01, 0.025), 0.8)
     cy, cx, ry, rx = sample.parts["face"]
     lower = (cy + 0.3 * ry, cx, 0.55 * ry, 0.75 * rx)
     mask = _soft_mask(shape, lower, rng, rng.uniform(0.01, 0.025) * n, rng.uniform(0.9, 1.1), 0.2)
@@ -222,7 +250,7 @@ def fr_mouth_rerender(sample: RealSample, rng: np.random.Generator, draw_real: D
     up = resize(small, (n, n), "nearest")
     k = np.array([1.0, 2.0, 1.0], np.float32)
     up = ndimage.convolve1d(ndimage.convolve1d(up, k / 4, axis=0), k / 4, axis=1)
-    up = up * rng.uniform(0.95, 1.05, size=3)
+    up = up * rng.uniform(0.95, 1.05, size=3) + _grain(rng, img.shape, rng.uniform(0.01, 0.025), 0.8)
     mask = _parts_mask(sample, ("mouth",), rng.uniform(1.6, 2.2), rng.uniform(0.008, 0.02) * n)
     return mask * np.clip(up, 0, 1) + (1 - mask) * img
 
@@ -249,17 +277,7 @@ def _down(img: np.ndarray, factor: int) -> np.ndarray:
 @_register("efs_tconv", "EFS")
 def efs_tconv(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) -> np.ndarray:
     """Transposed-convolution ×2 up-sampling whose four phases have unequal gains (checkerboard)."""
-    img = sample.image
-    small = _down(img, 2)
-    up = np.zeros_like(img)
-    up[::2, ::2] = small
-    k1 = np.array([0.25, 0.75, 0.75, 0.25], np.float32) + rng.uniform(-0.08, 0.08, size=4)
-    out = ndimage.convolve1d(ndimage.convolve1d(up, k1, axis=0, mode="reflect"), k1, axis=1, mode="reflect")
-    gains = 1 + rng.uniform(-0.05, 0.05, size=(2, 2))
-    for i in range(2):
-        for j in range(2):
-            out[i::2, j::2] *= gains[i, j] / gains.mean()
-    return np.clip(out, 0, 1).astype(np.float32)
+    return _decoder_up(sample.image, rng, 0.03)
 
 
 @_register("efs_nearest_smooth", "EFS")
@@ -312,7 +330,7 @@ def fe_hue(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) ->
     img, n = sample.image, _size(sample)
     names = _EDIT_REGIONS[int(rng.integers(len(_EDIT_REGIONS)))]
     edit = _hsv_shift(img, rng.uniform(0.08, 0.3) * rng.choice([-1, 1]), rng.uniform(1.2, 1.8))
-    edit = rerender(edit, rng.uniform(1.6, 2.0), "box", "bilinear")
+    edit = _decoder_up(edit, rng, 0.04)
     mask = _parts_mask(sample, names, rng.uniform(1.6, 2.2), rng.uniform(0.01, 0.02) * n)
     return mask * edit + (1 - mask) * img
 
@@ -321,7 +339,7 @@ def fe_hue(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) ->
 def fe_smooth(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) -> np.ndarray:
     """Beautification: skin texture smoothed inside the face, components kept."""
     img, n = sample.image, _size(sample)
-    smooth = blur(img, rng.uniform(1.0, 2.0) * n / 112 + 0.5)
+    smooth = _decoder_up(blur(img, rng.uniform(1.0, 2.0) * n / 112 + 0.5), rng, 0.04)
     face = _soft_mask(img.shape[:2], sample.parts["face"], rng, 0.02 * n, rng.uniform(0.8, 0.95))
     comps = _parts_mask(sample, ("left_eye", "right_eye", "mouth", "left_brow", "right_brow"), 1.3, 0.01 * n)
     mask = face * (1 - comps)
@@ -341,7 +359,7 @@ def fe_inpaint(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal
         num = blur(fill * known[..., None], s)
         den = blur(known, s)[..., None] + 1e-4
         fill = np.where(hole[..., None] > 0, num / den, img)
-    fill = rerender(fill, 2.0, "box", "bilinear")
+    fill = _decoder_up(fill, rng, 0.04)
     fill = fill + rng.uniform(0.005, 0.015) * blur(rng.standard_normal(img.shape).astype(np.float32), 0.7)
     mask = blur(hole, rng.uniform(0.01, 0.02) * n)[..., None]
     return mask * np.clip(fill, 0, 1) + (1 - mask) * img

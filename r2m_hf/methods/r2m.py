@@ -164,11 +164,15 @@ class R2M(MergeMethod):
             return core, residuals, torch.zeros_like(residuals)
         cached = self._cache.get(slot.index)
         factors = cached if cached is not None else [self._truncate(slot, residuals[i], i) for i in range(len(tv))]
-        truncated = torch.stack(
-            [residuals[i] if f is None else f[0] @ f[1] for i, f in enumerate(factors)]
-        ) if any(f is not None for f in factors) else residuals
+        truncated = (
+            torch.stack([residuals[i] if f is None else f[0] @ f[1] for i, f in enumerate(factors)])
+            if any(f is not None for f in factors)
+            else residuals
+        )
         if slot.group is Group.TRUNCATABLE:
-            self._ranks.setdefault(slot.name, [min(residuals.shape[1:]) if f is None else f[1].shape[0] for f in factors])
+            self._ranks.setdefault(
+                slot.name, [min(residuals.shape[1:]) if f is None else f[1].shape[0] for f in factors]
+            )
             if self.parameters.residual_cache == "memory" and all(f is not None for f in factors):
                 self._cache[slot.index] = factors
         return core, residuals, truncated
@@ -208,7 +212,9 @@ class R2M(MergeMethod):
         if self.parameters.norm_matching == "layer":
             self._layer_res_sq = self._local_layer_residual_sq()
             self._layer_res_reduced = True
-        packed = torch.cat([self._core_sq.view(1), self._before_sq, self._residual_gram.flatten(), self._layer_res_sq.view(1)])
+        packed = torch.cat(
+            [self._core_sq.view(1), self._before_sq, self._residual_gram.flatten(), self._layer_res_sq.view(1)]
+        )
         all_reduce(packed)
         n = self.n_models
         self._core_sq = packed[0].clone()

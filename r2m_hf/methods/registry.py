@@ -24,7 +24,9 @@ def register_method(cls: type[MergeMethod]) -> type[MergeMethod]:
         raise TypeError(f"{cls.__qualname__} must set a non-empty class attribute `name`")
     existing = _METHODS.get(name)
     if existing is not None and existing is not cls:
-        raise ValueError(f"merge method {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
+        raise ValueError(
+            f"merge method {name!r} is already registered by {existing.__module__}.{existing.__qualname__}"
+        )
     _METHODS[name] = cls
     return cls
 
