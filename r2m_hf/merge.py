@@ -470,7 +470,10 @@ def run_merge(
         try:
             heads = [s.head(layout, plan.compute_dtype) for s in plan.specialists]
             head_weight, head_bias = merge_heads(
-                heads, [s.name for s in plan.specialists], head_choice(plan.config), [s.weight for s in plan.specialists]
+                heads,
+                [s.name for s in plan.specialists],
+                head_choice(plan.config),
+                [s.weight for s in plan.specialists],
             )
             for name in layout.head_names:
                 writer.add(disk_names[name], head_weight if name.endswith("weight") else head_bias)
