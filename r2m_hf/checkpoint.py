@@ -21,6 +21,9 @@ from .errors import CheckpointError
 from .groups import ModelLayout
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+# A full model whose tensors all differ from the base's by more than this (median ‖θ−θ0‖/‖θ0‖ over matrices) was
+# not fine-tuned from that base: fine-tuning moves weights by a few percent, unrelated weights differ by ~√2.
+UNRELATED_DISTANCE = 1.0
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "adapter_model.bin")
 
 
@@ -291,3 +294,23 @@ class LoraAdapter:
             return None
         rank = self.files.shape(entry["A"])[0]
         return self.files.get(entry["bias"]).to(dtype) * self._scaling(entry["module"], rank)
+
+
+def compare_to_base(model: Checkpoint, base: Checkpoint, names: Iterable[str]) -> tuple[int, list[float]]:
+    """How many of `names` equal the base's tensor, and ‖θ−θ0‖/‖θ0‖ of each matrix among them."""
+    same, distances = 0, []
+    for name in names:
+        a, b = model.get(name).float(), base.get(name).float()
+        if torch.equal(a, b):
+            same += 1
+        if b.dim() >= 2:
+            distances.append(float((a - b).norm() / b.norm().clamp_min(1e-12)))
+    return same, distances
+
+
+def looks_unrelated(same: int, distances: list[float]) -> bool:
+    """True when no tensor equals the base's and the median matrix distance says another base."""
+    if same or not distances:
+        return False
+    ordered = sorted(distances)
+    return ordered[len(ordered) // 2] > UNRELATED_DISTANCE

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpoint import Checkpoint, LoraAdapter
+from .checkpoint import Checkpoint, LoraAdapter, compare_to_base, looks_unrelated
 from .config import ModelEntry, SourceSpec, load_config, parse_config
 from .errors import ConfigError, R2MError
 from .groups import ModelLayout, build_layout
@@ -26,10 +26,6 @@ from .heads import fake_index_or_error
 from .merge import Specialist, _adapter_labels, _check_adapter_base, _load_config, _target_config
 from .sources import ResolvedSource, resolve_source
 from .zoo import LEGACY_VIT_MODULES
-
-# A full model whose tensors all differ from the base by more than this (median ‖θ−θ0‖/‖θ0‖ over matrices) was
-# almost certainly not fine-tuned from it: independent initialisations sit near √2.
-UNRELATED_DISTANCE = 1.0
 
 
 @dataclass
@@ -201,11 +197,11 @@ def _check_looks_finetuned(report, checkpoint, base_source, layout, allow_pickle
     except R2MError as exc:
         report.add("base", False, str(exc), "give a base with the full backbone (--base)")
         return
-    same, distances = _compare(checkpoint, base, layout)
+    same, distances = compare_to_base(checkpoint, base, layout.backbone_names)
     total = len(layout.backbone_names)
     median = statistics.median(distances) if distances else 0.0
     detail = f"{same}/{total} backbone tensors equal the base's; median relative distance {median:.3g}"
-    if same == 0 and median > UNRELATED_DISTANCE:
+    if looks_unrelated(same, distances):
         report.add(
             "base",
             False,
@@ -214,18 +210,6 @@ def _check_looks_finetuned(report, checkpoint, base_source, layout, allow_pickle
         )
     else:
         report.add("base", True, detail)
-
-
-def _compare(model: Checkpoint, base: Checkpoint, layout: ModelLayout) -> tuple[int, list[float]]:
-    """Backbone tensors equal to the base's, and ‖θ−θ0‖/‖θ0‖ of every matrix."""
-    same, distances = 0, []
-    for name in layout.backbone_names:
-        a, b = model.get(name).float(), base.get(name).float()
-        if torch.equal(a, b):
-            same += 1
-        if b.dim() >= 2:
-            distances.append(float((a - b).norm() / b.norm().clamp_min(1e-12)))
-    return same, distances
 
 
 def _check_labels(report, id2label: dict, fake_label, who: str) -> int | None:

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from . import __version__
-from .checkpoint import Checkpoint, LoraAdapter
+from .checkpoint import Checkpoint, LoraAdapter, compare_to_base, looks_unrelated
 from .config import MergeConfig, SourceSpec, head_choice, load_config, method_parameters
 from .engine import build_method, run_passes
 from .errors import CheckpointError, ConfigError, SourceError
@@ -324,6 +324,8 @@ def plan_merge(
         else:
             specialist.checkpoint = Checkpoint(source.path, layout, who, allow_pickle=allow_pickle)
             specialist.checkpoint.check_covers(list(layout.shapes), layout, "the merge")
+            if base is not None:
+                _check_shares_base(specialist.checkpoint, base, layout, who)
             id2label = dict(next(cfg for w, cfg in full_configs if w == who).id2label)
         specialist.id2label = {int(k): v for k, v in id2label.items()}
         specialist.fake_index = fake_index_or_error(specialist.id2label, entry.fake_label, who)
@@ -345,6 +347,20 @@ def plan_merge(
         processor_note=processor_note,
         notes=notes,
     )
+
+
+def _check_shares_base(checkpoint: Checkpoint, base: Checkpoint, layout: ModelLayout, who: str) -> None:
+    """Refuse a full specialist that was evidently not fine-tuned from the base (sampled matrices, cheap)."""
+    matrices = [n for n in layout.backbone_names if len(layout.shapes[n]) >= 2]
+    step = max(1, len(matrices) // 8)
+    same, distances = compare_to_base(checkpoint, base, matrices[::step])
+    if looks_unrelated(same, distances):
+        median = sorted(distances)[len(distances) // 2]
+        raise CheckpointError(
+            f"{who} ({checkpoint.folder}): its weights are far from base_model's (median relative distance "
+            f"{median:.2f} over {len(distances)} sampled matrices): it was not fine-tuned from this base; "
+            "merge only specialists of one backbone"
+        )
 
 
 def _adapter_base_spec(source: ResolvedSource, who: str) -> SourceSpec:

@@ -165,10 +165,11 @@ def save_lora_specialist(
     legacy_names: bool = False,
     use_rslora: bool = False,
     head: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scale: float = 1.0,
 ) -> Path:
     """Save a seeded PEFT LoRA adapter (q/v projections + the classifier in `modules_to_save`) over a ViT backbone.
 
-    With `legacy_names` the saved keys and `target_modules` are rewritten to the transformers 4 names
+    `scale` multiplies the random B factors. With `legacy_names` the saved keys and `target_modules` are rewritten to the transformers 4 names
     (``encoder.layer.N.attention.attention.query`` …), as adapters trained before transformers 5 have them.
     """
     from peft import LoraConfig, get_peft_model
@@ -189,6 +190,11 @@ def save_lora_specialist(
         init_lora_weights=False,
     )
     peft_model = get_peft_model(model, lora)
+    if scale != 1.0:  # random LoRA factors are large; `scale` brings ΔW to the size of a real fine-tune
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.mul_(scale)
     if head is not None:
         with torch.no_grad():
             wrapped = peft_model.base_model.model.classifier.modules_to_save["default"]

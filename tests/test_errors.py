@@ -135,6 +135,19 @@ def shape_mismatch(zoo, tmp_path):
                                         "[1, 1, 48]", "[1, 1, 32]"])
 
 
+def unrelated_base(zoo, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    from r2m_hf.zoo import tiny_config
+
+    torch.manual_seed(1234)  # same architecture and shapes, but not fine-tuned from the zoo's backbone
+    other = AutoModelForImageClassification.from_config(tiny_config("vit"))
+    folder = tmp_path / "other"
+    other.save_pretrained(folder)
+    path = write_yaml(tmp_path / "m.yaml", with_one(zoo, folder, name="other"))
+    return Case(path, CheckpointError, ["models[2] (other)", "not fine-tuned from this base"])
+
+
 def nan_tensor(zoo, tmp_path):
     folder = copy_specialist(zoo, tmp_path, "nan")
     tensors = load_file(folder / "model.safetensors")
@@ -238,7 +251,7 @@ def relabelled_specialist(zoo, tmp_path) -> Path:
 
 CASES = [yaml_syntax, unknown_method, unknown_top_level_key, unknown_parameter_key, unknown_model_parameter_key,
          alpha_negative, eta_not_allowed, lambda_not_a_number, one_specialist, missing_local_path,
-         architecture_mismatch, specialist_architecture_mismatch, shape_mismatch, nan_tensor,
+         architecture_mismatch, specialist_architecture_mismatch, shape_mismatch, unrelated_base, nan_tensor,
          inf_tensor_no_progress_flag, truncated_safetensors,
          pickle_only,
          labels_without_fake,

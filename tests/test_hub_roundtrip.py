@@ -187,3 +187,20 @@ def test_evaluation_section_gives_eval_results_and_a_model_index(
     assert "![AUC per forgery family](eval_auc.png)" in card.text
     assert re.search(r"Calibrated threshold from the evaluation below: \*\*0\.\d{4}\*\*", card.text)
     assert "eval_auc.png" in hub_server.files(f"{NS}/evaluated")
+
+
+def test_examples_hub_run_sh_against_the_server(
+    hub_server: HubServer, hub_token: str, hub_user: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runnable Hub example works against any endpoint: here, the loopback server."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "hub" / "run.sh"
+    env = {**os.environ, "HF_TOKEN": hub_token, "WORKDIR": str(tmp_path / "work"), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(["bash", str(script), hub_user], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"pushed to {hub_server.endpoint}/{hub_user}/r2m-demo-merged" in done.stdout
+    assert "model-merging" in done.stdout  # the card's tags, read back with ModelCard.load
+    assert "README.md" in hub_server.files(f"{hub_user}/r2m-demo-merged")
+    assert hub_token not in done.stdout + done.stderr
