@@ -169,8 +169,9 @@ def save_lora_specialist(
 ) -> Path:
     """Save a seeded PEFT LoRA adapter (q/v projections + the classifier in `modules_to_save`) over a ViT backbone.
 
-    `scale` multiplies the random B factors. With `legacy_names` the saved keys and `target_modules` are rewritten to the transformers 4 names
-    (``encoder.layer.N.attention.attention.query`` …), as adapters trained before transformers 5 have them.
+    `scale` multiplies the random B factors. With `legacy_names` the saved keys and `target_modules` are rewritten
+    to the transformers 4 names (``encoder.layer.N.attention.attention.query`` …), as adapters trained before
+    transformers 5 have them.
     """
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file, save_file
