@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +29,98 @@ UNRELATED_DISTANCE = 1.0
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "adapter_model.bin")
 
 
+SAFETENSORS_TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}  # fmt: skip
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+class SafetensorsFile:
+    """One safetensors file read with positioned reads (no memory map), so that reading every tensor of a model
+    leaves only the tensors still in use in memory, not the whole file.
+
+    The header is validated as the safetensors library does: its length, JSON, dtypes, and data offsets that tile the
+    data section exactly, so a truncated or padded file is caught when it is opened.
+
+    Args:
+        path (`Path`): the ``.safetensors`` file.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise CheckpointError(f"{self.path}: cannot open ({exc.strerror})") from None
+        size = os.fstat(self._fd).st_size
+        head = os.pread(self._fd, 8, 0)
+        if len(head) < 8:
+            raise self._broken("file too short for a header")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise self._broken("invalid header length")
+        try:
+            header = json.loads(os.pread(self._fd, length, 8))
+        except ValueError:
+            raise self._broken("header is not valid JSON") from None
+        self.metadata = header.pop("__metadata__", None) or {}
+        self.data_start = 8 + length
+        self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
+        spans = []
+        for key, info in header.items():
+            try:
+                dtype = SAFETENSORS_TORCH_DTYPES[info["dtype"]]
+                shape = tuple(int(d) for d in info["shape"])
+                begin, end = (int(x) for x in info["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise self._broken(f"bad header entry for tensor {key}") from None
+            if end - begin != math.prod(shape) * torch.empty((), dtype=dtype).element_size():
+                raise self._broken(f"tensor {key}: data size does not match its shape and dtype")
+            self.entries[key] = (dtype, shape, begin, end)
+            spans.append((begin, end))
+        spans.sort()
+        position = 0
+        for begin, end in spans:
+            if begin != position:
+                raise self._broken("data offsets leave gaps or overlap")
+            position = end
+        if self.data_start + position != size:
+            raise self._broken("incomplete data, file not fully covered (truncated download?)")
+
+    def _broken(self, why: str) -> CheckpointError:
+        return CheckpointError(f"{self.path}: not a readable safetensors file ({why}); re-download or re-save it")
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def get(self, key: str) -> torch.Tensor:
+        dtype, shape, begin, end = self.entries[key]
+        buffer = bytearray(end - begin)
+        view = memoryview(buffer)
+        done = 0
+        while done < len(buffer):
+            chunk = os.preadv(self._fd, [view[done:]], self.data_start + begin + done)
+            if chunk <= 0:
+                raise self._broken(f"tensor {key} ends early")
+            done += chunk
+        if not buffer:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
 class TensorFiles:
     """The raw tensors of one folder's weight files, read lazily by key.
 
@@ -38,7 +132,7 @@ class TensorFiles:
 
     def __init__(self, folder: Path, stem: str = "model", *, allow_pickle: bool = False):
         self.folder = Path(folder)
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, SafetensorsFile] = {}
         self._pickled: dict[str, torch.Tensor] | None = None
         self.key_to_file: dict[str, Path] = {}
         self.files: list[Path] = []
@@ -72,16 +166,9 @@ class TensorFiles:
             for key in handle.keys():
                 self.key_to_file[key] = file
 
-    def _open(self, file: Path):
-        from safetensors import SafetensorError, safe_open
-
+    def _open(self, file: Path) -> SafetensorsFile:
         if file not in self._handles:
-            try:
-                self._handles[file] = safe_open(str(file), framework="pt")
-            except (SafetensorError, OSError) as exc:
-                raise CheckpointError(
-                    f"{file}: not a readable safetensors file ({exc}); re-download or re-save it"
-                ) from None
+            self._handles[file] = SafetensorsFile(file)
         return self._handles[file]
 
     def _load_pickles(self, files: list[Path]) -> None:
@@ -105,12 +192,12 @@ class TensorFiles:
     def shape(self, key: str) -> tuple[int, ...]:
         if self._pickled is not None:
             return tuple(self._pickled[key].shape)
-        return tuple(self._open(self.key_to_file[key]).get_slice(key).get_shape())
+        return self._open(self.key_to_file[key]).entries[key][1]
 
     def dtype_name(self, key: str) -> str:
         if self._pickled is not None:
             return str(self._pickled[key].dtype).removeprefix("torch.")
-        return str(self._open(self.key_to_file[key]).get_slice(key).get_dtype())
+        return str(self._open(self.key_to_file[key]).entries[key][0]).removeprefix("torch.")
 
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor; a damaged file or a NaN/Inf value is a `CheckpointError` naming file and key."""
@@ -119,8 +206,8 @@ class TensorFiles:
         else:
             file = self.key_to_file[key]
             try:
-                tensor = self._open(file).get_tensor(key)
-            except Exception as exc:
+                tensor = self._open(file).get(key)
+            except OSError as exc:
                 raise CheckpointError(f"{file}: tensor {key} cannot be read ({exc}); re-download the file") from None
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(
@@ -129,6 +216,8 @@ class TensorFiles:
         return tensor
 
     def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
         self._handles.clear()
         self._pickled = None
 
