@@ -98,6 +98,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     result = run_merge(
         plan, args.output_dir, device=args.device, overwrite=args.overwrite, progress=not args.no_progress
     )
+    if not result.is_main_process:  # multi-process merge: rank 0 reports, evaluates and pushes
+        return 0
     report = result.report
     print(f"merged {len(plan.specialists)} specialists with {plan.config.merge_method} → {result.output_dir}")
     method = report["method"]

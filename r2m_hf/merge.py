@@ -22,8 +22,9 @@ import yaml
 from . import __version__
 from .checkpoint import Checkpoint, LoraAdapter, compare_to_base, looks_unrelated
 from .config import MergeConfig, SourceSpec, head_choice, load_config, method_parameters
+from .distributed import process_group
 from .engine import build_method, run_passes
-from .errors import CheckpointError, ConfigError, SourceError
+from .errors import CheckpointError, ConfigError, OutputError, SourceError
 from .groups import Group, ModelLayout, build_layout
 from .heads import ID2LABEL, LABEL2ID, align_head, fake_index_or_error, merge_heads
 from .methods.base import MergeMethod, TensorSlot
@@ -189,6 +190,7 @@ class MergeResult:
     output_dir: Path
     report: dict[str, Any]
     plan: MergePlan
+    is_main_process: bool = True
 
     @property
     def warnings(self) -> list[str]:
@@ -473,45 +475,114 @@ def run_merge(
     """
     start = time.perf_counter()
     torch_device = resolve_device(device)
+    group = process_group(torch_device)
     method = plan.method()
     layout = plan.layout
     names = layout.backbone_names
+    mine = names[group.rank :: group.world_size]
     total_passes = method.statistics_passes + 1
     disk_names = layout.disk_names()
-    output = OutputFolder(output_dir, overwrite=overwrite)
-    with output:
-        writer = StreamingSafetensorsWriter(
-            output.tmp, {disk_names[n]: tuple(layout.shapes[n]) for n in layout.shapes}, plan.out_dtype, max_shard_bytes
-        )
+    shapes = {disk_names[n]: tuple(layout.shapes[n]) for n in layout.shapes}
+    show = progress and group.is_main
+
+    output = None
+    if group.is_main:
         try:
-            heads = [s.head(layout, plan.compute_dtype) for s in plan.specialists]
-            head_weight, head_bias = merge_heads(
-                heads,
-                [s.name for s in plan.specialists],
-                head_choice(plan.config),
-                [s.weight for s in plan.specialists],
+            output = OutputFolder(output_dir, overwrite=overwrite)
+        except BaseException:
+            group.broadcast(None)
+            raise
+    tmp = group.broadcast(None if output is None else str(output.tmp))
+    if tmp is None:
+        raise OutputError(f"{output_dir}: rank 0 could not create the output folder")
+    tmp = Path(tmp)
+    try:
+        if group.distributed:
+            # Every rank streams its tensors into a part file; rank 0 then assembles them in file order.
+            parts = tmp / ".parts"
+            parts.mkdir(exist_ok=True)
+            writer = StreamingSafetensorsWriter(
+                parts,
+                {disk_names[n]: shapes[disk_names[n]] for n in mine},
+                plan.out_dtype,
+                1 << 62,
+                filename=f"rank-{group.rank:05d}.safetensors",
             )
-            for name in layout.head_names:
-                writer.add(disk_names[name], head_weight if name.endswith("weight") else head_bias)
+        else:
+            writer = StreamingSafetensorsWriter(tmp, shapes, plan.out_dtype, max_shard_bytes)
+        try:
+            if not group.distributed:
+                _write_heads(plan, writer, disk_names)
 
             def slots(pass_index: int):
-                return iter_slots(plan, names, torch_device, f"pass {pass_index + 1}/{total_passes}", progress)
+                return iter_slots(plan, mine, torch_device, f"pass {pass_index + 1}/{total_passes}", show)
 
-            for slot, merged in run_passes(method, slots):
+            all_reduce = group.all_reduce if group.distributed else None
+            for slot, merged in run_passes(method, slots, all_reduce=all_reduce):
                 writer.add(disk_names[slot.name], merged)
             files = writer.close()
         except BaseException:
             writer.abort()
             raise
-        report = _write_metadata(plan, output.tmp, method, files, time.perf_counter() - start, torch_device)
-        final = output.commit()
+        group.barrier()
+        report = None
+        if group.is_main:
+            if group.distributed:
+                files = _assemble_parts(plan, tmp, disk_names, shapes, group.world_size, max_shard_bytes)
+            report = _write_metadata(
+                plan, tmp, method, files, time.perf_counter() - start, torch_device, processes=group.world_size
+            )
+            final = output.commit()
+        group.barrier()
+    except BaseException:
+        if output is not None:
+            output.abort()
+        raise
+    if not group.is_main:
+        return MergeResult(
+            output_dir=Path(output_dir).resolve(), report={"method": method.report()}, plan=plan, is_main_process=False
+        )
     for warning in report["method"].get("warnings", []):
         logger.warning(warning)
     return MergeResult(output_dir=final, report=report, plan=plan)
 
 
+def _write_heads(plan: MergePlan, writer: StreamingSafetensorsWriter, disk_names: dict[str, str]) -> None:
+    """The shared head policy: aligned heads, averaged (weighted) or one specialist's."""
+    heads = [s.head(plan.layout, plan.compute_dtype) for s in plan.specialists]
+    weight, bias = merge_heads(
+        heads, [s.name for s in plan.specialists], head_choice(plan.config), [s.weight for s in plan.specialists]
+    )
+    for name in plan.layout.head_names:
+        writer.add(disk_names[name], weight if name.endswith("weight") else bias)
+
+
+def _assemble_parts(plan, tmp: Path, disk_names, shapes, world_size: int, max_shard_bytes: int) -> list[str]:
+    """Rank 0: stream the ranks' part files into the final (sharded) safetensors files, in file order."""
+    from .checkpoint import SafetensorsFile
+
+    parts_dir = tmp / ".parts"
+    parts = [SafetensorsFile(parts_dir / f"rank-{r:05d}.safetensors") for r in range(world_size)]
+    where = {key: part for part in parts for key in part.keys()}
+    writer = StreamingSafetensorsWriter(tmp, shapes, plan.out_dtype, max_shard_bytes)
+    try:
+        _write_heads(plan, writer, disk_names)
+        for name in plan.layout.backbone_names:
+            key = disk_names[name]
+            writer.add(key, where[key].get(key))
+        files = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        for part in parts:
+            part.close()
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return files
+
+
 def _write_metadata(
-    plan: MergePlan, folder: Path, method: MergeMethod, files: list[str], seconds: float, device
+    plan: MergePlan, folder: Path, method: MergeMethod, files: list[str], seconds: float, device, processes: int = 1
 ) -> dict:
     config = plan.layout.config
     config.architectures = [plan.layout.model_class]
@@ -560,6 +631,7 @@ def _write_metadata(
         "files": files,
         "seconds": round(seconds, 3),
         "device": str(device),
+        "processes": processes,
         "notes": plan.notes,
         "image_processor": plan.processor_note,
         "method": method.report(),

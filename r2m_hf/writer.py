@@ -70,9 +70,18 @@ class StreamingSafetensorsWriter:
         shapes (`dict[str, tuple]`): the on-disk name and shape of every tensor, in file order.
         dtype (`torch.dtype`): the stored dtype.
         max_shard_bytes (`int`): shard size limit.
+        filename (`str`, *optional*): the file's name when unsharded (default ``model.safetensors``).
     """
 
-    def __init__(self, folder: Path, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, max_shard_bytes: int):
+    def __init__(
+        self,
+        folder: Path,
+        shapes: dict[str, tuple[int, ...]],
+        dtype: torch.dtype,
+        max_shard_bytes: int,
+        *,
+        filename: str | None = None,
+    ):
         self.folder = Path(folder)
         self.dtype = dtype
         item = torch.empty((), dtype=dtype).element_size()
@@ -90,7 +99,10 @@ class StreamingSafetensorsWriter:
         self.file_of: dict[str, str] = {}
         self._files = []
         for i, names in enumerate(shards):
-            filename = "model.safetensors" if count == 1 else f"model-{i + 1:05d}-of-{count:05d}.safetensors"
+            if filename is not None and count == 1:
+                name_of_file = filename
+            else:
+                name_of_file = "model.safetensors" if count == 1 else f"model-{i + 1:05d}-of-{count:05d}.safetensors"
             header: dict[str, object] = {"__metadata__": {"format": "pt"}}
             offset = 0
             for name in names:
@@ -101,10 +113,10 @@ class StreamingSafetensorsWriter:
                     "data_offsets": [offset, offset + nbytes],
                 }
                 offset += nbytes
-                self.file_of[name] = filename
+                self.file_of[name] = name_of_file
             blob = json.dumps(header, separators=(",", ":")).encode()
             blob += b" " * (-len(blob) % 8)
-            handle = open(self.folder / filename, "wb")
+            handle = open(self.folder / name_of_file, "wb")
             handle.write(struct.pack("<Q", len(blob)))
             handle.write(blob)
             self._files.append({"handle": handle, "order": names, "next": 0})
