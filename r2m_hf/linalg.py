@@ -40,9 +40,9 @@ def rank_from_energy(singular_values: torch.Tensor, energy: float) -> int:
 
 
 def svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD `A = U diag(S) Vh`, computed in the tall orientation and at least float32."""
+    """Thin SVD `A = U diag(S) Vh` (batched over leading dimensions), in the tall orientation and at least float32."""
     a = matrix.to(compute_dtype(matrix))
-    if a.shape[0] < a.shape[1]:
+    if a.shape[-2] < a.shape[-1]:
         u, s, vh = torch.linalg.svd(a.mT, full_matrices=False)
         return vh.mT, s, u.mT
     return torch.linalg.svd(a, full_matrices=False)
@@ -59,20 +59,20 @@ def randomized_svd(
     """Top-`rank` SVD by a seeded randomised range finder (Halko, Martinsson & Tropp 2011, Alg. 4.4).
 
     Args:
-        matrix (`torch.Tensor`): the m × n matrix A.
+        matrix (`torch.Tensor`): the m × n matrix A, or a batch of them (… × m × n, one sketch for all).
         rank (`int`): how many singular triplets to return.
         oversample (`int`): extra sample columns beyond `rank`.
         power_iterations (`int`): subspace iterations, each re-orthonormalised (sharpens decaying spectra).
         seed (`int`): seed of the Gaussian test matrix, so results are reproducible.
 
     Returns:
-        `(U, S, Vh)` with U: m × rank, S: rank, Vh: rank × n.
+        `(U, S, Vh)` with U: … × m × rank, S: … × rank, Vh: … × rank × n.
     """
     a = matrix.to(compute_dtype(matrix))
-    transposed = a.shape[0] < a.shape[1]
+    transposed = a.shape[-2] < a.shape[-1]
     if transposed:
         a = a.mT
-    m, n = a.shape
+    n = a.shape[-1]
     k = min(n, rank + oversample)
     if k >= n:  # the sketch would be as large as the matrix: the exact route is as cheap
         u, s, vh = torch.linalg.svd(a, full_matrices=False)
@@ -85,7 +85,7 @@ def randomized_svd(
             q, _ = torch.linalg.qr(a @ z)
         ub, s, vh = torch.linalg.svd(q.mT @ a, full_matrices=False)
         u = q @ ub
-    u, s, vh = u[:, :rank], s[:rank], vh[:rank]
+    u, s, vh = u[..., :rank], s[..., :rank], vh[..., :rank, :]
     if transposed:
         return vh.mT, s, u.mT
     return u, s, vh
@@ -104,7 +104,7 @@ def truncated_svd(
     if method == "randomized":
         return randomized_svd(matrix, rank, oversample=oversample, power_iterations=power_iterations, seed=seed)
     u, s, vh = svd(matrix)
-    return u[:, :rank], s[:rank], vh[:rank]
+    return u[..., :rank], s[..., :rank], vh[..., :rank, :]
 
 
 def low_rank_approximation(

@@ -134,26 +134,33 @@ class R2M(MergeMethod):
         beta = self.parameters.blend
         return core if beta == 1.0 else (1.0 - beta) * mean + beta * core
 
-    def _truncate(self, slot: TensorSlot, residual: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Rank-truncate residual i of a truncatable matrix; returns factors (U·S, Vh), or None to keep it whole."""
+    def _truncate(self, slot: TensorSlot, residuals: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Rank-truncate the N residuals of a truncatable matrix in one batched SVD.
+
+        Returns per residual the factors (U·S, Vh) of f̃i, or None where the residual is kept whole.
+        """
         p = self.parameters
+        n = residuals.shape[0]
         # Matrices whose smaller side is below N never go through an SVD: they follow the vector-group rule.
         if slot.group is not Group.TRUNCATABLE or not slot.svd_eligible:
-            return None
-        full = min(residual.shape)
+            return [None] * n
+        shape = residuals.shape[1:]
         if p.residual_energy is not None:
-            u, s, vh = svd(residual)
-            r = rank_from_energy(s, p.residual_energy)
-            u, s, vh = u[:, :r], s[:r], vh[:r]
-        else:
-            r = rank_from_ratio(residual.shape, p.residual_rank_ratio)
-            if r >= full:
-                return None
-            if r == 0:
-                return (residual.new_zeros(residual.shape[0], 0), residual.new_zeros(0, residual.shape[1]))
-            seed = zlib.crc32(f"{slot.name}:{i}".encode())
-            u, s, vh = truncated_svd(residual, r, method=p.svd, seed=seed)
-        return (u * s).to(residual.dtype), vh.to(residual.dtype)
+            u, s, vh = svd(residuals)
+            factors = []
+            for i in range(n):
+                r = rank_from_energy(s[i], p.residual_energy)
+                factors.append(((u[i, :, :r] * s[i, :r]).to(residuals.dtype), vh[i, :r].to(residuals.dtype)))
+            return factors
+        r = rank_from_ratio(shape, p.residual_rank_ratio)
+        if r >= min(shape):
+            return [None] * n
+        if r == 0:
+            empty = (residuals.new_zeros(shape[0], 0), residuals.new_zeros(0, shape[1]))
+            return [empty] * n
+        u, s, vh = truncated_svd(residuals, r, method=p.svd, seed=zlib.crc32(slot.name.encode()))
+        us = (u * s.unsqueeze(-2)).to(residuals.dtype)
+        return [(us[i], vh[i].to(residuals.dtype)) for i in range(n)]
 
     def _truncated_residuals(self, slot: TensorSlot) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(τcore^l, f^l, f̃^l) for one tensor; f and f̃ stacked N × shape."""
@@ -163,7 +170,7 @@ class R2M(MergeMethod):
         if self.parameters.residual_rank_ratio == 0.0 and self.parameters.residual_energy is None:
             return core, residuals, torch.zeros_like(residuals)
         cached = self._cache.get(slot.index)
-        factors = cached if cached is not None else [self._truncate(slot, residuals[i], i) for i in range(len(tv))]
+        factors = cached if cached is not None else self._truncate(slot, residuals)
         truncated = (
             torch.stack([residuals[i] if f is None else f[0] @ f[1] for i, f in enumerate(factors)])
             if any(f is not None for f in factors)
