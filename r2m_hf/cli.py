@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_common(demo)
 
+    from .bench.__main__ import add_arguments as bench_arguments
+
+    bench = sub.add_parser("bench", help="run the offline forgery benchmark (specialists, every merge method, report)")
+    _add_common(bench_arguments(bench))
+
     check = sub.add_parser("check-specialist", help="check whether a community specialist can join a merge")
     check.add_argument("specialist", help="model folder or Hub repo id[@revision] (full model or LoRA adapter)")
     check.add_argument("--base", required=True, help="the merge's base model (folder or Hub repo id[@revision])")
@@ -217,6 +222,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.__main__ import run_from_args
+
+    return run_from_args(args)
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     from .methods.registry import available_methods, get_method
 
@@ -236,6 +247,7 @@ COMMANDS = {
     "check-specialist": _cmd_check_specialist,
     "add": _cmd_add,
     "demo": _cmd_demo,
+    "bench": _cmd_bench,
     "methods": _cmd_methods,
 }
 

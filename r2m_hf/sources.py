@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,12 @@ def resolve_source(spec: SourceSpec, *, base_dir: Path | None = None, allow_pick
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, streamed."""
+    """SHA-256 of a file, streamed; for a Hub-cache file stored through LFS, the blob name already is its SHA-256."""
+    path = Path(path)
+    if path.is_symlink():
+        blob = Path(os.readlink(path)).name
+        if re.fullmatch(r"[0-9a-f]{64}", blob) and path.resolve().parent.name == "blobs":
+            return blob
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

@@ -24,7 +24,7 @@ class CartParameters(ScaledParameters):
     """CART's parameters."""
 
     rank_ratio: float = Field(0.1, gt=0.0, le=1.0, description="ρ: rank kept per matrix, k = max(1, ⌊ρ·r⌋)")
-    svd: Literal["exact", "randomized"] = Field("exact", description="exact SVD or the seeded randomised one")
+    svd: Literal["exact", "randomized"] = Field("randomized", description="seeded randomised SVD, or the exact one")
 
 
 @register_method

@@ -1,0 +1,50 @@
+"""``python -m r2m_hf.bench``: run the offline forgery benchmark and write its report (same as ``r2m-hf bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The benchmark's command-line options (shared with the `r2m-hf bench` verb)."""
+    parser.add_argument(
+        "--tier",
+        choices=("quick", "full"),
+        default="quick",
+        help="quick: tiny ViT, 32 px (minutes); full: DINOv2-small, 112 px (≤ 45 min on 2 cores)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("examples/offline_benchmark"),
+        help="where RESULTS.md, results.json and the plots go",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="data, backbone and specialists (default: $R2M_HF_BENCH_CACHE or ~/.cache/r2m_hf/bench)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed `args`; returns the exit code."""
+    from .run import run_benchmark, tier_config
+
+    cfg = tier_config(args.tier, seed=args.seed, output=args.output, cache=args.cache, progress=not args.no_progress)
+    run_benchmark(cfg)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(prog="python -m r2m_hf.bench", description=__doc__))
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Smoke test of the offline benchmark end to end (quick tier, reduced grid): the table is produced and sane.
+
+It asserts that the report exists with the documented schema and that the specialists of the learnable families
+beat chance on their own family — not that R²M wins.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+pytest.importorskip("skimage")
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+import torch  # noqa: E402
+
+from r2m_hf.bench.run import COLUMNS, run_benchmark, tier_config  # noqa: E402
+from r2m_hf.bench.train import TinyViTRecipe, linear_cka  # noqa: E402
+
+# Families whose specialist is expected to beat chance clearly even in the reduced smoke configuration.
+LEARNABLE = ("FS", "EFS")
+SMOKE_METHODS = ("average", "task_arithmetic", "r2m (η relative)", "r2m (η fixed)")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("bench-run")
+    base = tier_config("quick")
+    cfg = replace(
+        base,
+        cache=root / "cache",
+        output=root / "report",
+        n_per_cell=24,
+        backbone=TinyViTRecipe(steps=60),
+        methods=SMOKE_METHODS,
+        max_tries=2,
+        sweeps=True,
+        validity=False,
+        progress=False,
+    )
+    results = run_benchmark(cfg)
+    return cfg, results
+
+
+def test_report_files_and_schema(bench):
+    cfg, results = bench
+    out = cfg.output
+    for name in ("RESULTS.md", "results.json", "auc_per_family.png", "cross_family_auc.png", "auc_vs_rho.png"):
+        assert (out / name).is_file(), name
+    on_disk = json.loads((out / "results.json").read_text())
+    assert set(on_disk) >= {"methods", "validity"}
+    rows = on_disk["methods"]
+    for name in (
+        "specialist FS",
+        "specialist FR",
+        "specialist EFS",
+        "specialist FE",
+        "specialist FS (LoRA)",
+        "joint training",
+        "linear probe",
+        "average",
+        "r2m (η relative)",
+        "r2m (η fixed)",
+    ):
+        assert name in rows, name
+        assert set(rows[name]) == set(COLUMNS), name
+        for column, values in rows[name].items():
+            assert "mean" in values, (name, column)
+            assert all(v is None or 0.0 <= v <= 1.0 for v in values.values()), (name, column)
+    assert set(rows["average"]["in_distribution"]) == {"FS", "FR", "EFS", "FE", "mean"}
+    assert set(rows["average"]["unseen_families"]) == {"djpeg", "resample", "mean"}
+    assert "| method |" in (out / "RESULTS.md").read_text()
+
+
+def test_specialists_beat_chance_on_their_own_family(bench):
+    _, results = bench
+    cross = results["validity"]["cross_family_auc"]
+    for fam in LEARNABLE:
+        assert cross[fam][fam] > 0.7, (fam, cross[fam])
+
+
+def test_hyperparameters_chosen_on_validation_with_equal_budgets(bench):
+    _, results = bench
+    details = results["details"]
+    tried = {n: len(details[n]["tries"]) for n in SMOKE_METHODS if n != "average"}
+    assert len(set(tried.values())) == 1, tried
+    for name in tried:
+        best = max(t["validation_auc"] for t in details[name]["tries"])
+        assert details[name]["validation_auc"] == pytest.approx(best)
+
+
+def test_labels_and_adapter_paths_are_exercised(bench):
+    cfg, results = bench
+    fr = json.loads((cfg.cache_dir / "models" / "specialist-FR" / "config.json").read_text())
+    assert fr["id2label"] == {"0": "FAKE", "1": "REAL"}
+    assert (cfg.cache_dir / "models" / "lora-FS" / "adapter_config.json").is_file()
+    assert any("LoRA adapter" in n for n in results["methods"])
+
+
+def test_composability_reports_every_family(bench):
+    _, results = bench
+    comp = results["composability"]
+    assert comp["added"] == "FE" and comp["three"] == ["FS", "FR", "EFS"]
+    assert set(comp["auc"]["in_distribution"]) == {"FS", "FR", "EFS", "FE", "mean"}
+
+
+def test_linear_cka_properties():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 8, generator=gen)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=gen))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)
+    assert linear_cka(x, torch.randn(50, 8, generator=gen)) < 0.5
+
+
+def test_cli_bench_verb_dispatches(monkeypatch, cli, tmp_path):
+    seen = {}
+
+    def fake_run(cfg):
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr("r2m_hf.bench.run.run_benchmark", fake_run)
+    result = cli("bench", "--tier", "quick", "--output", tmp_path / "o", "--cache", tmp_path / "c", "--no-progress")
+    assert result.code == 0, result.err
+    assert seen["cfg"].tier == "quick" and seen["cfg"].output == tmp_path / "o"
