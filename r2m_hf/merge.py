@@ -423,14 +423,17 @@ def _choose_processor(base: ResolvedSource | None, specialists: list[ResolvedSou
 
 
 def resolve_device(device: str = "cpu") -> torch.device:
-    """``cpu``, ``cuda`` (error if absent) or ``auto`` (the accelerator accelerate finds, else CPU)."""
+    """``cpu``, ``cuda[:N]`` (an error if absent) or ``auto`` (the accelerator accelerate finds, else the CPU)."""
     if device == "auto":
-        from accelerate.utils import get_max_memory  # noqa: F401  (imported for its device discovery side effects)
+        from accelerate import PartialState
 
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return PartialState().device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available; use --device cpu or auto")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: not a device; use cpu, cuda or auto") from None
 
 
 def iter_slots(plan: MergePlan, names: list[str], device: torch.device, desc: str, progress: bool):
