@@ -126,6 +126,36 @@ class MergePlan:
     def out_dtype(self) -> torch.dtype:
         return DTYPES[self.config.out_dtype or self.config.dtype]
 
+    def _sources(self) -> list[ResolvedSource]:
+        found = [self.base_source]
+        found += [s.source for s in self.specialists] + [s.adapter_base_source for s in self.specialists]
+        return [s for s in found if s is not None]
+
+    def start_hashing(self) -> None:
+        """Hash the input weight files in a background thread while the merge runs (hashlib releases the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs = [(s, f) for s in self._sources() if not s.file_hashes for f in _weight_files(s.path)]
+        self._hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2m-hash")
+        self._hash_jobs = [(s, f, self._hash_pool.submit(sha256_file, f)) for s, f in jobs]
+
+    def record_file_hashes(self) -> None:
+        """Store every input weight file's SHA-256 in its source record (for the recipe)."""
+        jobs = getattr(self, "_hash_jobs", None)
+        if jobs is None:
+            self.start_hashing()
+            jobs = self._hash_jobs
+        for source, file, future in jobs:
+            source.file_hashes[file.name] = future.result()
+        self._hash_pool.shutdown()
+        self._hash_jobs = []
+
+    def cancel_hashing(self) -> None:
+        pool = getattr(self, "_hash_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._hash_jobs = None
+
     def method(self) -> MergeMethod:
         return build_method(
             self.config.merge_method,
@@ -487,6 +517,8 @@ def run_merge(
     disk_names = layout.disk_names()
     shapes = {disk_names[n]: tuple(layout.shapes[n]) for n in layout.shapes}
     show = progress and group.is_main
+    if group.is_main:
+        plan.start_hashing()
 
     output = None
     if group.is_main:
@@ -538,6 +570,7 @@ def run_merge(
             final = output.commit()
         group.barrier()
     except BaseException:
+        plan.cancel_hashing()
         if output is not None:
             output.abort()
         raise
@@ -595,14 +628,7 @@ def _write_metadata(
         for name in PROCESSOR_FILES:
             if (plan.processor_dir / name).is_file():
                 shutil.copyfile(plan.processor_dir / name, folder / name)
-    for s in [
-        plan.base_source,
-        *[sp.source for sp in plan.specialists],
-        *[sp.adapter_base_source for sp in plan.specialists],
-    ]:
-        if s is not None and not s.file_hashes:
-            for file in _weight_files(s.path):
-                s.file_hashes[file.name] = sha256_file(file)
+    plan.record_file_hashes()
     recipe = {
         "r2m_hf_version": __version__,
         "merge_method": plan.config.merge_method,
