@@ -328,6 +328,8 @@ def write_report(results: dict, path: Path, plot: Path | None) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for shape, method in sorted({(r["shape"], r["method"]) for r in rows}):
             pts = sorted((r["n"], r["seconds"]) for r in rows if (r["shape"], r["method"]) == (shape, method))
+            if len(pts) < 2:  # single-N rows are in the table; the plot shows how time grows with N
+                continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{shape} {method}")
         ax.set_xlabel("N specialists")
         ax.set_ylabel("wall time (s)")
