@@ -78,6 +78,7 @@ class R2M(MergeMethod):
         self.coefficients: torch.Tensor | None = None
         self.eigenvalues: torch.Tensor | None = None
         self._layer_coefficients: dict[int, torch.Tensor] = {}
+        self._layer_names: dict[int, str] = {}
         # pass-1 statistics
         self._core_sq = torch.zeros((), dtype=torch.float64)
         self._before_sq = torch.zeros(n, dtype=torch.float64)
@@ -199,6 +200,7 @@ class R2M(MergeMethod):
                 block = self._gram_block(self._task_matrix(slot))
                 if self.parameters.real_scope == "layer":
                     self._layer_coefficients[slot.index] = self._coefficients_from_gram(block)[0]
+                    self._layer_names[slot.index] = slot.name
                 self._gram += block
             return
         core, residuals, truncated = self._truncated_residuals(slot)
@@ -317,6 +319,16 @@ class R2M(MergeMethod):
                 "mean": sum(ranks) / len(ranks) if ranks else None,
             },
             "residual_dropped": self.residual_dropped,
+            **(
+                {
+                    "layer_coefficients": {
+                        self._layer_names[i]: [round(float(x), 6) for x in c]
+                        for i, c in sorted(self._layer_coefficients.items())
+                    }
+                }
+                if self.parameters.real_scope == "layer"
+                else {}
+            ),
             "warnings": list(self.warnings),
         }
 

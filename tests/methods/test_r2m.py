@@ -468,3 +468,14 @@ def test_bad_parameters_raise_config_error(params, key):
     base, models = make_models(3, seed=1)
     with pytest.raises(ConfigError, match=key):
         run(params, base, models)
+
+
+def test_layer_scope_reports_each_tensors_coefficients():
+    base, models = make_models(3)
+    _, report = run({"real_scope": "layer"}, base, models)
+    layer = report["layer_coefficients"]
+    subspace = [name for name, (_, group) in SHAPES.items() if group.in_subspace]
+    assert sorted(layer) == sorted(subspace)
+    assert all(len(c) == 3 for c in layer.values())
+    _, report = run({}, base, models)
+    assert "layer_coefficients" not in report
