@@ -6,6 +6,7 @@ The fake index is resolved from ``id2label`` case-insensitively, or stated in th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import torch
@@ -22,14 +23,27 @@ def _normalise(label: str) -> str:
     return "".join(ch for ch in str(label).lower() if ch.isalnum())
 
 
-def label_kind(label: str) -> str | None:
-    """``"fake"``, ``"real"`` or None for a class name."""
-    norm = _normalise(label)
-    if norm in FAKE_NAMES or any(norm == f"{n}image" or norm == f"{n}s" for n in FAKE_NAMES):
-        return "fake"
-    if norm in REAL_NAMES or any(norm == f"{n}image" or norm == f"{n}s" for n in REAL_NAMES):
-        return "real"
+def _word_kind(word: str) -> str | None:
+    for kind, names in (("fake", FAKE_NAMES), ("real", REAL_NAMES)):
+        if word in names or any(word == f"{n}image" or word == f"{n}s" for n in names):
+            return kind
     return None
+
+
+def label_kind(label: str) -> str | None:
+    """``"fake"``, ``"real"`` or None for a class name.
+
+    Whole names (``FAKE``, ``Real-Image``) and names made of words (``0_real``, ``1_fake``, ``fake_face``) are
+    recognised; a negated name (``not_fake``, ``non-real``) or one naming both kinds is not.
+    """
+    kind = _word_kind(_normalise(label))
+    if kind is not None:
+        return kind
+    words = [w for w in re.split(r"[^a-z0-9]+", str(label).lower()) if w and not w.isdigit()]
+    if any(w in ("not", "non", "no") for w in words):
+        return None
+    kinds = {k for k in map(_word_kind, words) if k is not None}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 def resolve_fake_index(id2label: Mapping[int | str, str] | None, fake_label: str | int | None = None) -> int | None:
