@@ -134,6 +134,7 @@ class TensorFiles:
         self.folder = Path(folder)
         self._handles: dict[Path, SafetensorsFile] = {}
         self._pickled: dict[str, torch.Tensor] | None = None
+        self._verified: set[str] = set()  # keys already checked for NaN/Inf (multi-pass merges re-read tensors)
         self.key_to_file: dict[str, Path] = {}
         self.files: list[Path] = []
         single = self.folder / f"{stem}.safetensors"
@@ -210,11 +211,10 @@ class TensorFiles:
             except OSError as exc:
                 raise CheckpointError(f"{file}: tensor {key} cannot be read ({exc}); re-download the file") from None
         # One reduction finds NaN/Inf without allocating a mask; the exact check confirms (a sum may overflow).
-        if (
-            tensor.is_floating_point()
-            and not bool(torch.isfinite(tensor.sum()))
-            and not bool(torch.isfinite(tensor).all())
-        ):
+        if key in self._verified or not tensor.is_floating_point():
+            return tensor
+        self._verified.add(key)
+        if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(
                 f"{self.key_to_file[key]}: tensor {key} contains NaN or Inf values; this checkpoint is broken"
             )
