@@ -117,26 +117,15 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     print(f"{report['seconds']:.1f} s; recipe in merge_config.yaml, diagnostics in merge_report.json")
     section = plan.config.evaluation
     if section is not None:
-        from .evaluation import evaluate_model
-
-        evaluation = evaluate_model(
-            str(result.output_dir),
-            section.dataset,
-            split=section.split,
-            label_column=section.label_column,
-            family_column=section.family_column,
-            video_column=section.video_column,
-            batch_size=section.batch_size,
-            max_samples=section.max_samples,
-            progress=not args.no_progress,
-        )
+        evaluation = _evaluate(str(result.output_dir), section, progress=not args.no_progress)
         evaluation.save(result.output_dir / "eval_results.json")
         print(evaluation.to_markdown())
     if section is not None or args.push_to_hub:
         from .card import write_model_card
 
-        write_model_card(result.output_dir, eval_results=evaluation if section is not None else None,
-                         repo_id=args.push_to_hub)
+        write_model_card(
+            result.output_dir, eval_results=evaluation if section is not None else None, repo_id=args.push_to_hub
+        )
     if args.push_to_hub:
         _push(result.output_dir, args.push_to_hub, args, plan.config.merge_method, [s.name for s in plan.specialists])
     return 0
@@ -159,21 +148,26 @@ def _push(folder: Path, repo_id: str, args: argparse.Namespace, method: str | No
     print(f"pushed to {pushed.pr_url or pushed.commit_url}")
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _evaluate(model: str, spec, *, progress: bool, device: str | None = None):
+    """Evaluate `model` on the dataset `spec` describes (the YAML `evaluation:` section or `eval`'s arguments)."""
     from .evaluation import evaluate_model
 
-    result = evaluate_model(
-        args.model,
-        args.dataset,
-        split=args.split,
-        label_column=args.label_column,
-        family_column=args.family_column,
-        video_column=args.video_column,
-        batch_size=args.batch_size,
-        device=args.device,
-        max_samples=args.max_samples,
-        progress=not args.no_progress,
+    return evaluate_model(
+        model,
+        spec.dataset,
+        split=spec.split,
+        label_column=spec.label_column,
+        family_column=spec.family_column,
+        video_column=spec.video_column,
+        batch_size=spec.batch_size,
+        device=device,
+        max_samples=spec.max_samples,
+        progress=progress,
     )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    result = _evaluate(args.model, args, device=args.device, progress=not args.no_progress)
     print(result.to_markdown())
     if args.output is not None:
         result.save(args.output)
@@ -193,8 +187,13 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_check_specialist(args: argparse.Namespace) -> int:
     from .contrib import check_specialist
 
-    report = check_specialist(args.specialist, args.base, fake_label=args.fake_label, allow_pickle=args.allow_pickle,
-                              compare_weights=not args.no_weights)
+    report = check_specialist(
+        args.specialist,
+        args.base,
+        fake_label=args.fake_label,
+        allow_pickle=args.allow_pickle,
+        compare_weights=not args.no_weights,
+    )
     print("\n".join(report.lines()))
     verdict = "can join a merge over" if report.ok else "cannot join a merge over"
     print(f"{args.specialist} {verdict} {args.base}")
@@ -204,8 +203,9 @@ def _cmd_check_specialist(args: argparse.Namespace) -> int:
 def _cmd_add(args: argparse.Namespace) -> int:
     from .contrib import add_specialist
 
-    result = add_specialist(args.config, args.specialist, name=args.name, fake_label=args.fake_label,
-                            allow_pickle=args.allow_pickle)
+    result = add_specialist(
+        args.config, args.specialist, name=args.name, fake_label=args.fake_label, allow_pickle=args.allow_pickle
+    )
     print("\n".join(result.report.lines()))
     if not result.written:
         print(f"r2m-hf: error: {args.specialist} failed the checks above; {args.config} is unchanged", file=sys.stderr)
