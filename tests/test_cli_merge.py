@@ -467,3 +467,27 @@ def test_console_script_lists_methods():
     proc = subprocess.run([str(script), "methods"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert any(line.startswith("r2m: ") for line in proc.stdout.splitlines())
+
+
+def test_processor_from_specialists_when_the_base_has_none_and_disagreement_is_reported(zoo, tmp_path):
+    import json
+    import shutil
+
+    from r2m_hf.merge import plan_merge
+
+    base = tmp_path / "base"
+    shutil.copytree(zoo.base, base)
+    (base / "preprocessor_config.json").unlink()
+    odd = tmp_path / "odd"
+    shutil.copytree(zoo.specialists[1], odd)
+    processor = json.loads((odd / "preprocessor_config.json").read_text())
+    processor["image_mean"] = [0.1, 0.2, 0.3]
+    (odd / "preprocessor_config.json").write_text(json.dumps(processor))
+    recipe = {
+        "merge_method": "average",
+        "base_model": str(base),
+        "models": [{"model": str(zoo.specialists[0])}, {"model": str(odd), "name": "odd"}],
+    }
+    plan = plan_merge(write_yaml(tmp_path / "m.yaml", recipe))
+    assert plan.processor_dir == zoo.specialists[0].resolve()
+    assert "disagree" in plan.processor_note and str(odd) in plan.processor_note
