@@ -38,7 +38,7 @@ class CameraConfig:
     blur_sigma: tuple[float, float] = (0.3, 0.6)
     read_noise: tuple[float, float] = (0.8, 2.5)
     shot_noise: tuple[float, float] = (0.0002, 0.0012)
-    jpeg_quality: tuple[int, int] = (72, 95)
+    jpeg_quality: tuple[int, int] = (80, 96)
 
 
 def resize(image: np.ndarray, size: tuple[int, int], method: str = "lanczos") -> np.ndarray:

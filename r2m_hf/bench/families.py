@@ -103,18 +103,21 @@ def _grain(rng: np.random.Generator, shape: tuple[int, ...], std: float, corr: f
     return std * g
 
 
-def _decoder_up(img: np.ndarray, rng: np.random.Generator, gain: float) -> np.ndarray:
-    """A ×2 transposed-convolution decoder: render at half resolution, zero-insert, 4-tap kernel, unequal phases."""
-    small = resize(img, (img.shape[0] // 2, img.shape[1] // 2), "box")
+def _decoder_up(img: np.ndarray, rng: np.random.Generator, gain: float, factor: int = 2) -> np.ndarray:
+    """A ×`factor` transposed-convolution decoder: render at 1/`factor` resolution, zero-insert, a triangle kernel,
+    and unequal gains on the `factor × factor` phases (the checkerboard of a learned up-sampler)."""
+    n = img.shape[0]
+    small = resize(img, (n // factor, n // factor), "box")
     up = np.zeros_like(img)
-    up[::2, ::2] = small
-    k1 = np.array([0.25, 0.75, 0.75, 0.25], np.float32) + rng.uniform(-0.02, 0.02, size=4)
+    up[::factor, ::factor] = small[: len(range(0, n, factor)), : len(range(0, n, factor))]
+    tri = np.concatenate([np.arange(1, 2 * factor, 2), np.arange(2 * factor - 1, 0, -2)]).astype(np.float32)
+    k1 = tri / (2 * factor) + rng.uniform(-0.02, 0.02, size=tri.size)
     # "mirror" keeps the zero-inserted phase pattern intact at the borders ("reflect" would double the edge).
     out = ndimage.convolve1d(ndimage.convolve1d(up, k1, axis=0, mode="mirror"), k1, axis=1, mode="mirror")
-    gains = 1 + rng.uniform(-gain, gain, size=(2, 2))
-    for i in range(2):
-        for j in range(2):
-            out[i::2, j::2] *= gains[i, j] / gains.mean()
+    gains = 1 + rng.uniform(-gain, gain, size=(factor, factor))
+    for i in range(factor):
+        for j in range(factor):
+            out[i::factor, j::factor] *= gains[i, j] / gains.mean()
     return np.clip(out, 0, 1).astype(np.float32)
 
 
@@ -218,9 +221,9 @@ def fr_tps_bilinear(sample: RealSample, rng: np.random.Generator, draw_real: Dra
     img, n = sample.image, _size(sample)
     names = ("left_eye", "right_eye", "mouth")
     dy, dx = _bumps(sample, rng, names, 0.03)
-    moved = rerender(warp(img, dy, dx, order=1), rng.uniform(1.6, 2.2), "bilinear", "bilinear")
-    moved = moved + _grain(rng, img.shape, rng.uniform(0.01, 0.025), 0.8)
-    mask = _parts_mask(sample, names, rng.uniform(1.8, 2.3), rng.uniform(0.01, 0.02) * n)
+    moved = rerender(warp(img, dy, dx, order=1), rng.uniform(2.5, 3.5), "bilinear", "bilinear")
+    moved = moved + _grain(rng, img.shape, rng.uniform(0.02, 0.04), 0.8)
+    mask = _parts_mask(sample, names, rng.uniform(2.2, 2.8), rng.uniform(0.01, 0.02) * n)
     return mask * moved + (1 - mask) * img
 
 
@@ -231,11 +234,11 @@ def fr_elastic_bicubic(sample: RealSample, rng: np.random.Generator, draw_real: 
     shape = img.shape[:2]
     amp = rng.uniform(0.015, 0.03) * n
     dy, dx = amp * smooth_field(rng, shape, n / 16), amp * smooth_field(rng, shape, n / 16)
-    small = resize(img, (n // 2, n // 2), "box")
-    moved = resize(warp(small, dy[::2, ::2] / 2, dx[::2, ::2] / 2, order=3), shape, "bicubic")
-    moved = moved + _grain(rng, img.shape, rng.uniform(0.01, 0.025), 0.8)
+    small = resize(img, (n // 4, n // 4), "box")
+    moved = resize(warp(small, dy[::4, ::4] / 4, dx[::4, ::4] / 4, order=3), shape, "bicubic")
+    moved = moved + _grain(rng, img.shape, rng.uniform(0.02, 0.04), 0.8)
     cy, cx, ry, rx = sample.parts["face"]
-    lower = (cy + 0.3 * ry, cx, 0.55 * ry, 0.75 * rx)
+    lower = (cy + 0.25 * ry, cx, 0.7 * ry, 0.9 * rx)
     mask = _soft_mask(shape, lower, rng, rng.uniform(0.01, 0.025) * n, rng.uniform(0.9, 1.1), 0.2)
     return mask * np.clip(moved, 0, 1) + (1 - mask) * img
 
@@ -246,12 +249,12 @@ def fr_mouth_rerender(sample: RealSample, rng: np.random.Generator, draw_real: D
     img, n = sample.image, _size(sample)
     dy, dx = _bumps(sample, rng, ("mouth",), 0.04)
     moved = warp(img, dy, dx, order=1)
-    small = resize(moved, (n // 2, n // 2), "box")
+    small = resize(moved, (n // 3, n // 3), "box")
     up = resize(small, (n, n), "nearest")
     k = np.array([1.0, 2.0, 1.0], np.float32)
     up = ndimage.convolve1d(ndimage.convolve1d(up, k / 4, axis=0), k / 4, axis=1)
-    up = up * rng.uniform(0.95, 1.05, size=3) + _grain(rng, img.shape, rng.uniform(0.01, 0.025), 0.8)
-    mask = _parts_mask(sample, ("mouth",), rng.uniform(1.6, 2.2), rng.uniform(0.008, 0.02) * n)
+    up = up * rng.uniform(0.92, 1.08, size=3) + _grain(rng, img.shape, rng.uniform(0.02, 0.04), 0.8)
+    mask = _parts_mask(sample, ("mouth", "nose"), rng.uniform(2.2, 2.8), rng.uniform(0.008, 0.02) * n)
     return mask * np.clip(up, 0, 1) + (1 - mask) * img
 
 
@@ -277,7 +280,7 @@ def _down(img: np.ndarray, factor: int) -> np.ndarray:
 @_register("efs_tconv", "EFS")
 def efs_tconv(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) -> np.ndarray:
     """Transposed-convolution ×2 up-sampling whose four phases have unequal gains (checkerboard)."""
-    return _decoder_up(sample.image, rng, 0.03)
+    return _decoder_up(sample.image, rng, 0.08)
 
 
 @_register("efs_nearest_smooth", "EFS")
@@ -305,7 +308,7 @@ def efs_bilinear_conv(sample: RealSample, rng: np.random.Generator, draw_real: D
     for _ in range(int(rng.integers(1, 3))):
         fy, fx = rng.choice([n / 4, n / 2, n / 8], size=2)
         phase = rng.uniform(0, 2 * np.pi)
-        out = out + rng.uniform(1.5, 3.0) / 255 * np.cos(2 * np.pi * (fy * yy + fx * xx) / n + phase)[..., None]
+        out = out + rng.uniform(3.0, 6.0) / 255 * np.cos(2 * np.pi * (fy * yy + fx * xx) / n + phase)[..., None]
     return np.clip(out, 0, 1).astype(np.float32)
 
 
@@ -321,7 +324,12 @@ def efs_diffusion(sample: RealSample, rng: np.random.Generator, draw_real: DrawR
 
 
 # ---------------------------------------------------------------------------------- FE-sim: attribute editing
-_EDIT_REGIONS = (("mouth",), ("left_eye", "right_eye"), ("left_brow", "right_brow"), ("nose", "mouth"))
+_EDIT_REGIONS = (
+    ("mouth", "nose"),
+    ("left_eye", "right_eye", "left_brow", "right_brow"),
+    ("left_eye", "right_eye", "nose"),
+    ("nose", "mouth", "left_brow", "right_brow"),
+)
 
 
 @_register("fe_hue", "FE")
@@ -330,8 +338,8 @@ def fe_hue(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) ->
     img, n = sample.image, _size(sample)
     names = _EDIT_REGIONS[int(rng.integers(len(_EDIT_REGIONS)))]
     edit = _hsv_shift(img, rng.uniform(0.08, 0.3) * rng.choice([-1, 1]), rng.uniform(1.2, 1.8))
-    edit = _decoder_up(edit, rng, 0.04)
-    mask = _parts_mask(sample, names, rng.uniform(1.6, 2.2), rng.uniform(0.01, 0.02) * n)
+    edit = _decoder_up(edit, rng, 0.25, 4)
+    mask = _parts_mask(sample, names, rng.uniform(2.2, 2.8), rng.uniform(0.01, 0.02) * n)
     return mask * edit + (1 - mask) * img
 
 
@@ -339,7 +347,7 @@ def fe_hue(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) ->
 def fe_smooth(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal) -> np.ndarray:
     """Beautification: skin texture smoothed inside the face, components kept."""
     img, n = sample.image, _size(sample)
-    smooth = _decoder_up(blur(img, rng.uniform(1.0, 2.0) * n / 112 + 0.5), rng, 0.04)
+    smooth = _decoder_up(blur(img, rng.uniform(1.5, 2.5) * n / 112 + 0.5), rng, 0.25, 4)
     face = _soft_mask(img.shape[:2], sample.parts["face"], rng, 0.02 * n, rng.uniform(0.8, 0.95))
     comps = _parts_mask(sample, ("left_eye", "right_eye", "mouth", "left_brow", "right_brow"), 1.3, 0.01 * n)
     mask = face * (1 - comps)
@@ -351,7 +359,7 @@ def fe_inpaint(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal
     """Inpainting-like fill of a component from its surroundings, then local re-up-sampling and fresh grain."""
     img, n = sample.image, _size(sample)
     names = _EDIT_REGIONS[int(rng.integers(len(_EDIT_REGIONS)))]
-    hole = _parts_mask(sample, names, rng.uniform(1.2, 1.6), 0)[..., 0]
+    hole = _parts_mask(sample, names, rng.uniform(1.6, 2.2), 0)[..., 0]
     known = 1.0 - hole
     fill = img.copy()
     for sig in (8.0, 4.0, 2.0):  # coarse-to-fine normalised convolution from the hole's border
@@ -359,8 +367,8 @@ def fe_inpaint(sample: RealSample, rng: np.random.Generator, draw_real: DrawReal
         num = blur(fill * known[..., None], s)
         den = blur(known, s)[..., None] + 1e-4
         fill = np.where(hole[..., None] > 0, num / den, img)
-    fill = _decoder_up(fill, rng, 0.04)
-    fill = fill + rng.uniform(0.005, 0.015) * blur(rng.standard_normal(img.shape).astype(np.float32), 0.7)
+    fill = _decoder_up(fill, rng, 0.25, 4)
+    fill = fill + rng.uniform(0.01, 0.025) * blur(rng.standard_normal(img.shape).astype(np.float32), 0.7)
     mask = blur(hole, rng.uniform(0.01, 0.02) * n)[..., None]
     return mask * np.clip(fill, 0, 1) + (1 - mask) * img
 
