@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--tier",
         choices=("quick", "full"),
         default="quick",
-        help="quick: DINOv2-small's first 4 blocks, 56 px (about 5 min); full: DINOv2-small, 112 px (≤ 45 min on 2 cores)",
+        help="quick: DINOv2-small's first 4 blocks, 56 px (< 5 min); full: DINOv2-small, 112 px (≤ 45 min on 2 cores)",
     )
     parser.add_argument(
         "--output",

@@ -84,7 +84,9 @@ def build_results(
             "tier": cfg.tier,
             "seed": cfg.seed,
             "backbone": backbone,
-            "backbone_recipe": asdict(cfg.backbone) if cfg.backbone is not None else {"dinov2_layers": cfg.dinov2_layers},
+            "backbone_recipe": (
+                asdict(cfg.backbone) if cfg.backbone is not None else {"dinov2_layers": cfg.dinov2_layers}
+            ),
             "training": {k: asdict(getattr(cfg, k)) for k in ("specialist", "lora", "joint", "probe")},
             "data": manifest,
         },
