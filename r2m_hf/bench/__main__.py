@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="data, backbone and specialists (default: $R2M_HF_BENCH_CACHE or ~/.cache/r2m_hf/bench)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="only rewrite RESULTS.md and the plots from the --output folder's results.json (no data, no training)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -36,8 +41,25 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the benchmark for parsed `args`; returns the exit code."""
     from .run import run_benchmark, tier_config
 
+    if args.rerender:
+        return rerender(args.output)
     cfg = tier_config(args.tier, seed=args.seed, output=args.output, cache=args.cache, progress=not args.no_progress)
     run_benchmark(cfg)
+    return 0
+
+
+def rerender(output: Path) -> int:
+    """Rewrite `RESULTS.md` and the plots of a finished run from its `results.json` (the numbers are not touched)."""
+    import json
+
+    from ..errors import R2MError
+    from .report import write_report
+
+    path = Path(output) / "results.json"
+    if not path.is_file():
+        raise R2MError(f"{path} not found: run the benchmark first (r2m-hf bench --output {output})")
+    write_report(json.loads(path.read_text(encoding="utf-8")), Path(output), plots=True)
+    print(f"[bench] rewrote {Path(output) / 'RESULTS.md'} and the plots from {path}")
     return 0
 
 

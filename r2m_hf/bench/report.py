@@ -191,8 +191,8 @@ def results_markdown(results: dict[str, Any], figures: list[str]) -> str:
         "(or `r2m-hf bench`). AUC with fake as the positive class; each family is scored against the split's "
         "shared reals; means are over families. Hyperparameters were chosen on the "
         f"`{sel['split']}` split ({sel['criterion']}) with the same budget of tries for every method that has a "
-        "scaling factor (4; `average`, `model_stock` and R²M at its defaults are one untuned try); the test "
-        "splits were never used to choose.",
+        f"scaling factor ({_budget(results)}; `average`, `model_stock` and R²M at its defaults are one untuned try); "
+        "the test splits were never used to choose.",
         "",
         "## AUC",
         "",
@@ -257,7 +257,53 @@ def _findings(results: dict[str, Any]) -> list[str]:
                 f"‖τres‖ = {_f(diag.get('residual_norm'))}, η = {_f(diag.get('eta'))}, "
                 f"ranks kept = {diag.get('ranks_kept')}.",
             ]
+    lines += _defaults_md(results)
     lines.append("")
+    return lines
+
+
+def _budget(results: dict[str, Any]) -> int:
+    """Tries per tuned method (the same for every method with a scaling factor)."""
+    return max((len(d.get("tries") or []) for d in results["details"].values()), default=0)
+
+
+def _defaults_md(results: dict[str, Any]) -> list[str]:
+    """Every R²M validation try, best first, beside the package defaults (the evidence for choosing them)."""
+    from ..methods.r2m import R2MParameters
+
+    tries = [
+        (t["validation_auc"], t["params"])
+        for name, d in results["details"].items()
+        if name.startswith("r2m (η")
+        for t in d.get("tries") or []
+    ]
+    if not tries:
+        return []
+    tries.sort(key=lambda t: -(t[0] if t[0] is not None else -1.0))
+    defaults = R2MParameters()
+    lines = [
+        "",
+        "### Defaults: every R²M try on validation",
+        "",
+        f"The package defaults are η `{defaults.eta}`, ρ = {defaults.residual_rank_ratio}, α = {defaults.alpha} "
+        "(`r2m_hf/methods/r2m.py`). Validation mean AUC of every R²M setting tried here, best first:",
+        "",
+        "| η | ρ | α | validation AUC |",
+        "|---|---:|---:|---:|",
+    ]
+    for auc, p in tries:
+        lines.append(f"| {p.get('eta')} | {p.get('residual_rank_ratio')} | {p.get('alpha')} | {_f(auc)} |")
+    best = tries[0][1]
+    same = (best.get("eta"), best.get("residual_rank_ratio"), best.get("alpha")) == (
+        defaults.eta,
+        defaults.residual_rank_ratio,
+        defaults.alpha,
+    )
+    lines += [
+        "",
+        "The best validation try "
+        + ("is the package default." if same else f"({_params(best)}) is **not** the package default on this tier."),
+    ]
     return lines
 
 

@@ -1,11 +1,11 @@
 """Backbones and detectors of the offline benchmark, trained here with the Hugging Face stack.
 
-Owns the tiny ViT backbone of the quick tier (pretrained on the benchmark's real training images with SimMIM-style
-masked-patch reconstruction, ``ViTForMaskedImageModeling``) and the fine-tuning of binary detectors from a backbone
-folder: full fine-tuning, LoRA adapters (peft, q/v projections, the head in ``modules_to_save``) and linear probes.
-Training is a small seeded ``accelerate`` loop over pixel tensors computed once with the backbone's image
-processor. Every result is a Hub-style folder (``save_pretrained`` + image processor + ``recipe.json``), so the
-merge reads it exactly as it would read a Hub repository.
+Owns an optional tiny ViT backbone (pretrained on the benchmark's real training images with SimMIM-style masked-patch
+reconstruction, ``ViTForMaskedImageModeling``; the tiers use DINOv2-small instead, see ``run.py``) and the fine-tuning
+of binary detectors from a backbone folder: full fine-tuning, LoRA adapters (peft, q/v projections, the head in
+``modules_to_save``) and linear probes. Training is a small seeded ``accelerate`` loop over pixel tensors computed
+once with the backbone's image processor. Every result is a Hub-style folder (``save_pretrained`` + image processor +
+``recipe.json``), so the merge reads it exactly as it would read a Hub repository.
 """
 
 from __future__ import annotations

@@ -133,3 +133,20 @@ def test_cli_bench_verb_dispatches(monkeypatch, cli, tmp_path):
     result = cli("bench", "--tier", "quick", "--output", tmp_path / "o", "--cache", tmp_path / "c", "--no-progress")
     assert result.code == 0, result.err
     assert seen["cfg"].tier == "quick" and seen["cfg"].output == tmp_path / "o"
+
+
+def test_report_records_the_defaults_evidence_and_rerenders(bench):
+    from r2m_hf.bench.__main__ import rerender
+
+    cfg, results = bench
+    report = cfg.output / "RESULTS.md"
+    text = report.read_text()
+    assert "### Defaults: every R²M try on validation" in text
+    # every R²M validation try is listed, once
+    tries = [t for n in results["details"] if n.startswith("r2m (η") for t in results["details"][n]["tries"]]
+    assert text.count("\n| relative |") + text.count("\n| fixed |") + text.count("\n| kit |") == len(tries)
+    report.unlink()
+    assert rerender(cfg.output) == 0
+    again = report.read_text()
+    cut = text.index("## Runtime")  # the rerendered runtime table also lists the total
+    assert again[:cut] == text[:cut]
