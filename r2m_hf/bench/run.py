@@ -120,7 +120,7 @@ class BenchConfig:
     n_per_cell: int = 80
     # The quick tier fine-tunes the first 4 blocks of DINOv2-small at 56 px. A tiny ViT trained here (seeded, or
     # SimMIM-pretrained on the real images) did not learn three of the four families in the CI budget (own-family
-    # AUC 0.44-0.53 for FS, FR, FE at 32 and 64 px); see the README's benchmark section.
+    # AUC 0.44-0.54 for FS, FR, FE at 32 and 64 px); see the README's benchmark section.
     backbone: TinyViTRecipe | None = None
     dinov2_layers: int | None = 4
     specialist: TrainRecipe = field(default_factory=lambda: TrainRecipe(epochs=8, lr=1e-4, head_lr=1e-3))
