@@ -54,7 +54,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
 def test_report_files_and_schema(bench):
     cfg, results = bench
     out = cfg.output
-    for name in ("RESULTS.md", "results.json", "auc_per_family.png", "cross_family_auc.png", "auc_vs_rho.png"):
+    figures = ("auc_per_family.png", "cross_family_auc.png", "auc_vs_rho.png", "auc_vs_alpha.png")
+    figures += ("feature_similarity.png",)
+    for name in ("RESULTS.md", "results.json", *figures):
         assert (out / name).is_file(), name
     on_disk = json.loads((out / "results.json").read_text())
     assert set(on_disk) >= {"methods", "validity"}
