@@ -22,12 +22,17 @@ import torch
 from .errors import CheckpointError
 from .groups import ModelLayout
 
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-# A full model whose tensors all differ from the base's by more than this (median ‖θ−θ0‖/‖θ0‖ over matrices) was
-# not fine-tuned from that base: fine-tuning moves weights by a few percent, unrelated weights differ by ~√2.
-UNRELATED_DISTANCE = 1.0
-PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "adapter_model.bin")
-
+# transformers 5 ViT module names → the transformers 4 names most adapters on the Hub were trained with (the layout
+# maps both; ``check-specialist`` says which naming an adapter uses, and the test zoo writes legacy adapters)
+LEGACY_VIT_MODULES = (
+    ("layers.", "encoder.layer."),
+    ("attention.q_proj", "attention.attention.query"),
+    ("attention.k_proj", "attention.attention.key"),
+    ("attention.v_proj", "attention.attention.value"),
+    ("attention.o_proj", "attention.output.dense"),
+    ("mlp.fc1", "intermediate.dense"),
+    ("mlp.fc2", "output.dense"),
+)
 
 SAFETENSORS_TORCH_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -195,11 +200,6 @@ class TensorFiles:
             return tuple(self._pickled[key].shape)
         return self._open(self.key_to_file[key]).entries[key][1]
 
-    def dtype_name(self, key: str) -> str:
-        if self._pickled is not None:
-            return str(self._pickled[key].dtype).removeprefix("torch.")
-        return str(self._open(self.key_to_file[key]).entries[key][0]).removeprefix("torch.")
-
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor; a damaged file or a NaN/Inf value is a `CheckpointError` naming file and key."""
         if self._pickled is not None:
@@ -242,24 +242,19 @@ class Checkpoint:
         self.label = label
         self.files = TensorFiles(self.folder, "model", allow_pickle=allow_pickle)
         self.names: dict[str, str] = {}
-        self.unused: list[str] = []
         for key in self.files.keys():
             name = layout.canonical_name(key)
             if name is None:
-                self.unused.append(key)
-            elif name in self.names:
+                continue
+            if name in self.names:
                 raise CheckpointError(f"{self.folder}: keys {self.names[name]} and {key} both map to {name}")
-            else:
-                self.names[name] = key
+            self.names[name] = key
 
     def has(self, name: str) -> bool:
         return name in self.names
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.files.shape(self.names[name])
-
-    def dtype_name(self, name: str) -> str:
-        return self.files.dtype_name(self.names[name])
 
     def get(self, name: str) -> torch.Tensor:
         return self.files.get(self.names[name])
@@ -348,10 +343,6 @@ class LoraAdapter:
                     f"{self.label} ({self.folder}): LoRA pair for {name} is incomplete (A or B missing)"
                 )
 
-    @property
-    def base_reference(self) -> str | None:
-        return self.config.get("base_model_name_or_path")
-
     def _scaling(self, module: str, rank: int) -> float:
         alpha = float(self.config.get("lora_alpha", rank))
         for pattern, value in (self.config.get("alpha_pattern") or {}).items():
@@ -388,23 +379,3 @@ class LoraAdapter:
             return None
         rank = self.files.shape(entry["A"])[0]
         return self.files.get(entry["bias"]).to(dtype) * self._scaling(entry["module"], rank)
-
-
-def compare_to_base(model: Checkpoint, base: Checkpoint, names: Iterable[str]) -> tuple[int, list[float]]:
-    """How many of `names` equal the base's tensor, and ‖θ−θ0‖/‖θ0‖ of each matrix among them."""
-    same, distances = 0, []
-    for name in names:
-        a, b = model.get(name).float(), base.get(name).float()
-        if torch.equal(a, b):
-            same += 1
-        if b.dim() >= 2:
-            distances.append(float((a - b).norm() / b.norm().clamp_min(1e-12)))
-    return same, distances
-
-
-def looks_unrelated(same: int, distances: list[float]) -> bool:
-    """True when no tensor equals the base's and the median matrix distance says another base."""
-    if same or not distances:
-        return False
-    ordered = sorted(distances)
-    return ordered[len(ordered) // 2] > UNRELATED_DISTANCE

@@ -25,28 +25,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .engine import build_method
+from .errors import ConfigError, format_validation_error
 
-DTYPES = ("float32", "float64", "float16", "bfloat16")
-
-
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """Turn a pydantic error into one line naming the key and what is allowed."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            parts.append(f"{loc}: unknown key")
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            parts.append(f"{loc}: {err.get('input')!r} is not allowed; expected {expected}")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(
-                f"{loc}: {msg} (got {err.get('input')!r})" if "input" in err and kind != "missing" else f"{loc}: {msg}"
-            )
-    return "; ".join(parts)
+DType = Literal["float32", "float64", "float16", "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -137,8 +119,8 @@ class MergeConfig(BaseModel):
     base_model: str | None = None
     models: list[ModelEntry]
     parameters: dict[str, Any] = Field(default_factory=dict)
-    dtype: Literal["float32", "float64", "float16", "bfloat16"] = "float32"
-    out_dtype: Literal["float32", "float64", "float16", "bfloat16"] | None = None
+    dtype: DType = "float32"
+    out_dtype: DType | None = None
     evaluation: EvaluationSection | None = None
 
     @field_validator("models")
@@ -163,8 +145,6 @@ class MergeConfig(BaseModel):
 
 def parse_config(data: Any, where: str = "config") -> MergeConfig:
     """Validate a loaded YAML mapping into a :class:`MergeConfig` (and check its method and parameters)."""
-    from .engine import build_method
-
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping with merge_method, base_model, models")
     try:

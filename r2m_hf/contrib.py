@@ -1,31 +1,37 @@
 """Can a community specialist join a merge? Checks against a base, and appending a checked model to a recipe.
 
-:func:`check_specialist` runs the checks a merge would run on one model (and a few it cannot: does a full model
-look fine-tuned from this base, which naming its adapter uses) with the machinery the merge itself uses: sources,
-layout, checkpoint and adapter readers, label resolution and head alignment. Each check yields a :class:`Check`
-that says what was found and, when it fails, what to fix. :func:`add_specialist` appends a model that passes to a
-merge YAML, keeping the file's comments.
+:func:`check_specialist` runs on one model the checks of :mod:`r2m_hf.checks` that a merge runs fail-fast (with the
+same functions, sources, layout and readers) and collects their outcomes instead of stopping at the first: each
+yields a :class:`Check` that says what was found and, when it failed, what to fix. It also reads what a merge does
+not need to: every weight against the base, and which module naming an adapter uses. :func:`add_specialist` appends a
+model that passes to a merge YAML, keeping the file's comments.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
 import yaml
 
-from .checkpoint import Checkpoint, LoraAdapter, compare_to_base, looks_unrelated
+from .checkpoint import LEGACY_VIT_MODULES, Checkpoint, LoraAdapter
+from .checks import (
+    Finding,
+    check_adapter_base,
+    check_adapter_shapes,
+    check_architectures,
+    check_labels,
+    check_shares_base,
+    require_model_config,
+)
 from .config import ModelEntry, SourceSpec, load_config, parse_config
 from .errors import ConfigError, R2MError
-from .groups import ModelLayout, build_layout
-from .heads import fake_index_or_error
-from .merge import Specialist, _adapter_labels, _check_adapter_base, _load_config, _target_config
+from .planning import Specialist, adapter_labels, layout_for
 from .sources import ResolvedSource, resolve_source
-from .zoo import LEGACY_VIT_MODULES
 
 
 @dataclass
@@ -104,45 +110,45 @@ def check_specialist(
 ) -> SpecialistReport:
     """Check whether a specialist (full model or LoRA adapter) can join a merge over `base`.
 
+    Runs the checks of :mod:`r2m_hf.checks` that a merge runs, in order, and records each outcome; a check whose
+    input an earlier failure left undefined is marked as not run.
+
     Args:
         reference (`str`): local folder or Hub repo id[@revision] of the specialist.
         base (`str`): local folder or Hub repo id[@revision] of the merge's base model.
         fake_label (`str` or `int`, *optional*): the fake class, when its ``id2label`` does not say.
         base_dir (`Path`, *optional*): folder relative references are resolved against first (a YAML's folder).
         allow_pickle (`bool`): accept pickle checkpoints.
-        compare_weights (`bool`): for full models, read the weights to see whether they look fine-tuned from `base`.
+        compare_weights (`bool`): read the weights to see whether the model was fine-tuned from `base` (full models),
+            or whether an adapter's declared local base holds the given base's weights.
 
     Returns:
-        `SpecialistReport`: one :class:`Check` per property (architecture, shapes, base, labels, head, and adapter
-        naming for adapters); ``report.ok`` says whether it can join.
+        `SpecialistReport`: one :class:`Check` per property (source, architecture, shapes, base, labels, head, and
+        adapter naming for adapters); ``report.ok`` says whether it can join.
     """
     report = SpecialistReport(reference=reference, base=base)
     who = f"specialist {reference}"
-    later = ("architecture", "shapes", "base", "labels", "head")
     try:
         source = resolve_source(SourceSpec.parse(reference), base_dir=base_dir, allow_pickle=allow_pickle)
     except (R2MError, ValueError) as exc:
         report.add("source", False, str(exc), "give a local model folder or a Hub repo id[@revision]")
-        report.skip(*later)
+        report.skip("architecture", "shapes", "base", "labels", "head")
         return report
     report.source = source
     report.kind = "lora" if source.is_adapter else "full"
+    report.add("source", True, f"{report.kind} model at {_where(source)}")
     try:
         base_source = resolve_source(SourceSpec.parse(base), base_dir=base_dir, allow_pickle=allow_pickle)
-        base_config = _load_config(base_source.path, f"base {base}")
-        if base_config is None:
-            raise ConfigError(f"base {base} ({base_source.path}): no config.json")
+        base_config = require_model_config(base_source.path, f"base {base}")
     except (R2MError, ValueError) as exc:
-        report.add("source", True, f"{report.kind} model at {_where(source)}")
         report.add("base", False, str(exc), "give the base model the specialist was fine-tuned from (--base)")
         report.skip("architecture", "shapes", "labels", "head")
         return report
-    report.add("source", True, f"{report.kind} model at {_where(source)}")
-
+    inputs = _Inputs(report, who, source, base_source, base_config, fake_label, allow_pickle, compare_weights)
     if report.kind == "full":
-        _check_full(report, source, base_source, base_config, who, fake_label, allow_pickle, compare_weights)
+        _check_full(inputs)
     else:
-        _check_adapter(report, source, base_source, base_config, who, fake_label, allow_pickle)
+        _check_adapter(inputs)
     return report
 
 
@@ -152,167 +158,117 @@ def _where(source: ResolvedSource) -> str:
     return str(source.path)
 
 
-def _base_layout(base_config) -> ModelLayout:
-    return build_layout(_target_config([], base_config, "base"))
+@dataclass
+class _Inputs:
+    """What every check of one specialist reads, and the report its outcomes go to."""
+
+    report: SpecialistReport
+    who: str
+    source: ResolvedSource
+    base_source: ResolvedSource
+    base_config: Any
+    fake_label: str | int | None
+    allow_pickle: bool
+    compare_weights: bool
+
+    def run(self, name: str, check: Callable[[], Finding | tuple[Any, Finding]], fix: str) -> Any:
+        """Run one check and record ✓ with what it found, or ✗ with its error and `fix`.
+
+        Returns:
+            The value a check returns beside its finding (the finding itself when there is none); None on failure.
+        """
+        try:
+            found = check()
+        except R2MError as exc:  # the report is about this one specialist: its name need not open every line
+            self.report.add(name, False, str(exc).removeprefix(f"{self.who}: "), fix)
+            return None
+        value, finding = found if isinstance(found, tuple) else (found, found)
+        self.report.add(name, True, finding.detail)
+        return value
 
 
-def _check_full(report, source, base_source, base_config, who, fake_label, allow_pickle, compare_weights) -> None:
-    config = None
-    try:
-        config = _load_config(source.path, who)
-        if config is None:
-            raise ConfigError(f"{who}: no config.json; a full specialist is a transformers model folder")
-        _target_config([(who, config)], base_config, "base")
-        layout = _base_layout(base_config)
-    except R2MError as exc:
-        fix = f"fine-tune the specialist from the base ({base_config.model_type})"
-        report.add("architecture", False, str(exc), fix)
-        report.skip("shapes", "base", "labels", "head")
+def _check_full(c: _Inputs) -> None:
+    def architecture():
+        config = require_model_config(c.source.path, c.who)
+        check_architectures([(c.who, config)], c.base_config, "base")
+        layout = layout_for(c.base_config)
+        return (config, layout), Finding(f"{config.model_type} ({layout.model_class}), like the base")
+
+    found = c.run("architecture", architecture, f"fine-tune the specialist from the base ({c.base_config.model_type})")
+    if found is None:
+        c.report.skip("shapes", "base", "labels", "head")
         return
-    report.add("architecture", True, f"{config.model_type} ({layout.model_class}), like the base")
+    config, layout = found
 
-    try:
-        checkpoint = Checkpoint(source.path, layout, who, allow_pickle=allow_pickle)
+    def shapes():
+        checkpoint = Checkpoint(c.source.path, layout, c.who, allow_pickle=c.allow_pickle)
         checkpoint.check_covers(layout.backbone_names, layout, "the merge")
-    except R2MError as exc:
-        report.add("shapes", False, str(exc), "use a specialist fine-tuned from this base (same sizes and layers)")
-        report.skip("base", "labels", "head")
+        return checkpoint, Finding(f"{len(layout.backbone_names)} backbone tensors have the base's shapes")
+
+    checkpoint = c.run("shapes", shapes, "use a specialist fine-tuned from this base (same sizes and layers)")
+    if checkpoint is None:
+        c.report.skip("base", "labels", "head")
         return
-    report.add("shapes", True, f"{len(layout.backbone_names)} backbone tensors have the base's shapes")
 
-    if compare_weights:
-        _check_looks_finetuned(report, checkpoint, base_source, layout, allow_pickle)
-    else:
-        report.add("base", None, "weights not compared (--no-weights)")
-    index = _check_labels(report, dict(config.id2label or {}), fake_label, who)
-    specialist = Specialist(name=who, source=source, weight=1.0, checkpoint=checkpoint, fake_index=index or 1)
-    _check_head(report, specialist, layout)
-
-
-def _check_looks_finetuned(report, checkpoint, base_source, layout, allow_pickle) -> None:
-    """Flag a full model none of whose tensors equals the base's and whose matrices are far from them."""
-    try:
-        base = Checkpoint(base_source.path, layout, "base", allow_pickle=allow_pickle)
+    def shares_base():
+        base = Checkpoint(c.base_source.path, layout, "base", allow_pickle=c.allow_pickle)
         base.check_covers(layout.backbone_names, layout, "the merge")
-    except R2MError as exc:
-        report.add("base", False, str(exc), "give a base with the full backbone (--base)")
-        return
-    same, distances = compare_to_base(checkpoint, base, layout.backbone_names)
-    total = len(layout.backbone_names)
-    median = statistics.median(distances) if distances else 0.0
-    detail = f"{same}/{total} backbone tensors equal the base's; median relative distance {median:.3g}"
-    if looks_unrelated(same, distances):
-        report.add(
-            "base",
-            False,
-            detail + ": it does not look fine-tuned from this base",
-            "check --base with the checkpoint the specialist was fine-tuned from; merge only specialists of one base",
-        )
+        return check_shares_base(checkpoint, base, layout.backbone_names, c.who)
+
+    if c.compare_weights:
+        fix = "check --base with the checkpoint the specialist was fine-tuned from; merge only specialists of one base"
+        c.run("base", shares_base, fix)
     else:
-        report.add("base", True, detail)
+        c.report.add("base", None, "weights not compared (--no-weights)")
+    _check_labels(c, dict(config.id2label or {}))
+    _check_head(c, Specialist(name=c.who, source=c.source, weight=1.0, who=c.who, checkpoint=checkpoint), layout)
 
 
-def _check_labels(report, id2label: dict, fake_label, who: str) -> int | None:
+def _check_adapter(c: _Inputs) -> None:
+    def architecture():
+        layout = layout_for(c.base_config)
+        adapter = LoraAdapter(c.source.path, layout, c.who, allow_pickle=c.allow_pickle)
+        detail = f"adapter modules land on {layout.model_class} ({c.base_config.model_type})"
+        return (adapter, layout), Finding(detail)
+
+    found = c.run("architecture", architecture, f"use a LoRA adapter trained on the base ({c.base_config.model_type})")
+    if found is None:
+        c.report.skip("shapes", "base", "labels", "head", "adapter targets")
+        return
+    adapter, layout = found
+    fix = "the adapter belongs to another base; check --base or retrain it on this one"
+    c.run("shapes", lambda: check_adapter_shapes(adapter, layout, c.who), fix)
+    declared = (c.source.read_json("adapter_config.json") or {}).get("base_model_name_or_path")
+    compare = layout if c.compare_weights else None
+    c.run(
+        "base",
+        lambda: check_adapter_base(c.source, c.base_source, c.who, layout=compare, allow_pickle=c.allow_pickle),
+        f"check with --base {declared}, or retrain the adapter on the given base",
+    )
+    _check_labels(c, adapter_labels(c.source, c.base_config))
+    _check_head(c, Specialist(name=c.who, source=c.source, weight=1.0, who=c.who, adapter=adapter), layout)
+    _check_adapter_naming(c.report, adapter)
+
+
+def _check_labels(c: _Inputs, id2label: dict) -> None:
     labels = {int(k): str(v) for k, v in id2label.items()}
-    try:
-        index = fake_index_or_error(labels, fake_label, who)
-    except R2MError as exc:
-        report.add("labels", False, str(exc), "state the fake class: `fake_label: <name or index>` (add --fake-label)")
-        return None
-    report.fake_index, report.fake_name = index, labels.get(index)
-    how = f"fake_label {fake_label!r}" if fake_label is not None else "its id2label"
-    report.add("labels", True, f"fake = index {index} ({labels.get(index, '?')!r}) from {how} {labels}")
-    return index
+    how = f"fake_label {c.fake_label!r}" if c.fake_label is not None else "its id2label"
+
+    def labels_check():
+        index = check_labels(labels, c.fake_label, c.who)
+        return index, Finding(f"fake = index {index} ({labels.get(index, '?')!r}) from {how} {labels}")
+
+    index = c.run("labels", labels_check, "state the fake class: `fake_label: <name or index>` (add --fake-label)")
+    if index is not None:
+        c.report.fake_index, c.report.fake_name = index, labels.get(index)
 
 
-def _check_head(report, specialist: Specialist, layout: ModelLayout) -> None:
-    weight_name = next(n for n in layout.head_names if n.endswith("weight"))
-    if specialist.checkpoint is not None and not specialist.checkpoint.has(weight_name):
-        report.add("head", False, f"no classifier ({weight_name}) in the checkpoint",
-                   "save the full *ForImageClassification model with its binary head")
-        return
-    try:
-        weight, _ = specialist.head(layout, torch.float32)
-    except R2MError as exc:
-        report.add("head", False, str(exc), "a specialist is a binary real/fake classifier with a 2-row head")
-        return
-    report.add("head", True, f"2 classes over {weight.shape[1]} features")
+def _check_head(c: _Inputs, specialist: Specialist, layout) -> None:
+    fix = "a specialist is a binary real/fake classifier: save the *ForImageClassification model with its 2-row head"
+    c.run("head", lambda: specialist.check_head(layout), fix)
 
 
-def _check_adapter(report, source, base_source, base_config, who, fake_label, allow_pickle) -> None:
-    layout = _base_layout(base_config)
-    try:
-        adapter = LoraAdapter(source.path, layout, who, allow_pickle=allow_pickle)
-    except R2MError as exc:
-        fix = f"use a LoRA adapter trained on the base ({base_config.model_type})"
-        report.add("architecture", False, str(exc), fix)
-        report.skip("shapes", "base", "labels", "head", "adapter targets")
-        return
-    report.add("architecture", True, f"adapter modules land on {layout.model_class} ({base_config.model_type})")
-
-    bad = _adapter_shape_error(adapter, layout)
-    if bad:
-        report.add("shapes", False, bad, "the adapter belongs to another base; check --base or retrain it on this one")
-    else:
-        report.add("shapes", True, f"{len(adapter.targets)} LoRA pairs fit the base's matrices")
-
-    _check_adapter_base_match(report, source, base_source, layout, who, allow_pickle)
-    index = _check_labels(report, _adapter_labels(source, base_config), fake_label, who)
-    specialist = Specialist(name=who, source=source, weight=1.0, adapter=adapter, fake_index=index or 1)
-    _check_head(report, specialist, layout)
-    _check_adapter_naming(report, adapter)
-
-
-def _adapter_shape_error(adapter: LoraAdapter, layout: ModelLayout) -> str | None:
-    for name, entry in adapter.targets.items():
-        a, b = adapter.files.shape(entry["A"]), adapter.files.shape(entry["B"])
-        expected = tuple(layout.shapes[name])
-        out_in = (b[0], int(torch.tensor(a[1:]).prod()))
-        if adapter.fan_in_fan_out:
-            out_in = out_in[::-1]
-        if len(expected) < 2 or out_in != (expected[0], int(torch.tensor(expected[1:]).prod())):
-            return f"LoRA pair of {name} gives a {out_in[0]}×{out_in[1]} delta, the base's tensor is {list(expected)}"
-    return None
-
-
-def _check_adapter_base_match(report, source, base_source, layout, who, allow_pickle) -> None:
-    declared = (source.read_json("adapter_config.json") or {}).get("base_model_name_or_path")
-    if not declared:
-        report.add("base", True, "adapter_config.json names no base; the given base is assumed")
-        return
-    notes: list[str] = []
-    try:
-        _check_adapter_base(source, base_source, who, notes)
-    except R2MError as exc:
-        report.add("base", False, str(exc), f"check with --base {declared}, or retrain the adapter on the base")
-        return
-    local = Path(declared).expanduser()
-    if base_source.repo_id and declared.rstrip("/") == base_source.repo_id:
-        report.add("base", True, f"adapter_config.json names the base ({declared})")
-        return
-    if not local.is_dir():
-        report.add("base", True, f"adapter_config.json names {declared}; cannot verify that it is the given base")
-        return
-    if local.resolve() == base_source.path:
-        report.add("base", True, f"adapter_config.json names the base ({declared})")
-        return
-    try:  # another local folder: the adapter's own base must hold the same weights as the given one
-        own = Checkpoint(local, layout, f"adapter base {declared}", allow_pickle=allow_pickle)
-        own.check_covers(layout.backbone_names, layout, "the merge")
-        given = Checkpoint(base_source.path, layout, "base", allow_pickle=allow_pickle)
-        differing = [n for n in layout.backbone_names if not torch.allclose(own.get(n).float(), given.get(n).float())]
-    except R2MError as exc:
-        differing, reason = ["?"], str(exc)
-    else:
-        reason = f"{len(differing)} of its backbone tensors differ from the given base's"
-    if differing:
-        report.add("base", False, f"adapter was trained on base {declared}: {reason}",
-                   f"check with --base {declared}, or retrain the adapter on the given base")
-    else:
-        report.add("base", True, f"adapter_config.json names {declared}, whose weights equal the given base's")
-
-
-def _check_adapter_naming(report, adapter: LoraAdapter) -> None:
+def _check_adapter_naming(report: SpecialistReport, adapter: LoraAdapter) -> None:
     modules = [entry["module"] for entry in adapter.targets.values()]
     legacy = sorted({old for _, old in LEGACY_VIT_MODULES for m in modules if old in m})
     targets = adapter.config.get("target_modules")
@@ -432,8 +388,9 @@ def _append_entry(text: str, entry: dict) -> tuple[str, bool]:
             break
     items = [line for line in lines[start + 1 : end] if line.lstrip().startswith("- ")]
     indent = (len(items[0]) - len(items[0].lstrip())) if items else 2
-    last = max((i for i in range(start + 1, end) if lines[i].strip() and not lines[i].lstrip().startswith("#")),
-               default=start)
+    last = max(
+        (i for i in range(start + 1, end) if lines[i].strip() and not lines[i].lstrip().startswith("#")), default=start
+    )
     dumped = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True).splitlines()
     block = [" " * indent + line for line in dumped]
     new = lines[: last + 1] + block + lines[last + 1 :]

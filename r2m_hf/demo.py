@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from .merge import plan_merge, run_merge
+from .merge import merge
 from .zoo import build_zoo
 
+# label -> the YAML a user would write; the tuned R²M row sets ρ near the zoo's own rank 2
 DEMO_RECIPES = {
     "r2m (defaults)": {"merge_method": "r2m"},
     "r2m (ρ at the own rank, η = N)": {
@@ -26,6 +27,14 @@ DEMO_RECIPES = {
     "average": {"merge_method": "average"},
     "task_arithmetic (λ=1)": {"merge_method": "task_arithmetic", "parameters": {"lambda": 1.0}},
     "ties": {"merge_method": "ties"},
+}
+# label -> the name of its YAML file and output folder
+DEMO_FOLDERS = {
+    "r2m (defaults)": "r2m",
+    "r2m (ρ at the own rank, η = N)": "r2m-tuned",
+    "average": "average",
+    "task_arithmetic (λ=1)": "task_arithmetic",
+    "ties": "ties",
 }
 
 
@@ -50,38 +59,37 @@ def run_demo(workdir: str | Path = "demo-output", *, seed: int = 0, progress: bo
 
     rows = []
     for label, recipe in DEMO_RECIPES.items():
-        slug = label.split(" ")[0] + ("-tuned" if "η" in label else "")
+        slug = DEMO_FOLDERS[label]
         config = {"base_model": "backbone", "models": [{"model": n} for n in zoo.names], **recipe}
         yaml_path = zoo_dir / f"{slug}.yaml"
         yaml_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         out = workdir / "merged" / slug
-        result = run_merge(plan_merge(yaml_path), out, overwrite=True, progress=progress)
+        report = merge(yaml_path, out, overwrite=True, progress=progress).report
         merged = _canonical(load_file(out / "model.safetensors"), layout)
         error = torch.sqrt(sum(((merged[k] - target[k]) ** 2).sum() for k in target)) / target_delta
-        rows.append((label, float(error), result.report["method"], out))
+        rows.append((label, float(error), report, out))
 
     print("\nmerged backbones vs the ideal θ0 + shared + Σ own (relative error, lower is better):")
     print(f"  {'method':34s} {'rel. error':>10s}   output")
     for label, error, _, out in rows:
         print(f"  {label:34s} {error:10.3f}   {out}")
-    r2m = rows[0][2]
-    print(
-        f"\nR²M diagnostics (defaults): c = {[round(x, 3) for x in r2m['coefficients']]}, "
-        f"eigenvalues = {[round(x, 4) for x in r2m['gram_eigenvalues']]}, η = {r2m['eta']:.3f}"
-    )
-    for warning in r2m.get("warnings", []):
+    label, _, report, _ = rows[0]
+    print(f"\ndiagnostics of {label}:")
+    for name, value in report.summary_rows():
+        print(f"  {name}: {value}")
+    for warning in report.warnings:
         print(f"  warning: {warning}")
     errors = {label: error for label, error, _, _ in rows}
     best = min(errors, key=errors.get)
     print(
         f"\nclosest to the ideal: {best}. R²M's residual term only survives when the rank budget is near each "
-        "specialist's own rank (see r2m-method.md, 'How the parts interact'); weight-space error is a proxy, "
+        "specialist's own rank (see docs/method.md, 'How the parts interact'); weight-space error is a proxy, "
         "not detection accuracy."
     )
     print(
         f"Each folder under {workdir / 'merged'} loads with transformers.pipeline('image-classification', model=...)."
     )
-    return {label: error for label, error, _, _ in rows}
+    return errors
 
 
 def _config_of(folder: Path):

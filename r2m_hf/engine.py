@@ -1,6 +1,6 @@
 """Drives a merge method over a stream of tensors: the statistics passes, then the merge pass.
 
-The same loop serves the file-streaming merge (``merge.py``), multi-process merges and the in-memory helper
+The same loop serves the file-streaming merge (``running.py``), multi-process merges and the in-memory helper
 :func:`merge_state_dicts` used by tests and notebooks, so every path runs the same math.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, format_validation_error
 from .groups import Group
 from .methods.base import MergeMethod, TensorSlot
 from .methods.registry import get_method
@@ -37,8 +37,6 @@ def build_method(
         `MergeMethod`: the ready method instance.
     """
     from pydantic import ValidationError
-
-    from .config import format_validation_error
 
     cls = get_method(method_name)
     try:

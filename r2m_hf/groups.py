@@ -9,10 +9,15 @@
 from __future__ import annotations
 
 import enum
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
 
 
 class Group(str, enum.Enum):
-    """The parameter group of one tensor (see ``r2m-method.md``)."""
+    """The parameter group of one tensor (see ``docs/method.md``)."""
 
     HEAD = "head"
     VECTOR = "vector"
@@ -27,12 +32,6 @@ class Group(str, enum.Enum):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The layout of one architecture, built on the meta device.
-
-import re  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 if hasattr(nn, "RMSNorm"):

@@ -31,7 +31,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import httpx
 
-from .errors import R2MError
+from .errors import HubError
 
 __all__ = ["HubError", "PushResult", "download_snapshot", "files_to_push", "push_folder"]
 
@@ -41,10 +41,6 @@ _IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db"})
 _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".incomplete", ".lock", ".swp", "~")
 _IGNORED_PREFIXES = (".tmp", "tmp.", ".~")
 _LOGIN_HINT = "set HF_TOKEN or run `hf auth login`"
-
-
-class HubError(R2MError):
-    """A Hub call failed (credentials, missing repo or revision, network, server); the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import SourceSpec
 from .errors import SourceError
+from .recipe import SourceRecord
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "README.md", "LICENSE*"]
@@ -51,15 +52,18 @@ class ResolvedSource:
         except (OSError, json.JSONDecodeError) as exc:
             raise SourceError(f"{file}: not valid JSON ({exc}); re-save the model or fix the file") from None
 
-    def record(self) -> dict:
-        """The recipe entry: what was asked for and what was actually used."""
-        entry = {"reference": str(self.spec)}
+    def record(self) -> SourceRecord:
+        """The recipe's record of this input: what was asked for and what was actually used."""
+        files = dict(sorted(self.file_hashes.items()))
         if self.repo_id:
-            entry.update(repo_id=self.repo_id, revision=self.spec.revision or "main", commit=self.commit)
-        else:
-            entry["path"] = str(self.path)
-        entry["files"] = dict(sorted(self.file_hashes.items()))
-        return entry
+            return SourceRecord(
+                reference=str(self.spec),
+                repo_id=self.repo_id,
+                revision=self.spec.revision or "main",
+                commit=self.commit,
+                files=files,
+            )
+        return SourceRecord(reference=str(self.spec), path=str(self.path), files=files)
 
 
 def resolve_source(spec: SourceSpec, *, base_dir: Path | None = None, allow_pickle: bool = False) -> ResolvedSource:

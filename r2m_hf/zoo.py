@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import LEGACY_VIT_MODULES
+
 TINY = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
@@ -23,16 +25,6 @@ TINY = {
     "patch_size": 8,
 }
 ARCHITECTURES = ("vit", "clip", "dinov2", "siglip")
-# transformers 5 ViT module names → the transformers 4 names of adapters trained before the rename
-LEGACY_VIT_MODULES = (
-    ("layers.", "encoder.layer."),
-    ("attention.q_proj", "attention.attention.query"),
-    ("attention.k_proj", "attention.attention.key"),
-    ("attention.v_proj", "attention.attention.value"),
-    ("attention.o_proj", "attention.output.dense"),
-    ("mlp.fc1", "intermediate.dense"),
-    ("mlp.fc2", "output.dense"),
-)
 
 
 def tiny_config(arch: str = "vit", *, id2label: dict[int, str] | None = None, **overrides):

@@ -5,6 +5,10 @@
   transformers 4 (legacy) names.
 * ``arch_zoo(arch)``: the same kind of zoo for ``vit``, ``clip``, ``dinov2`` or ``siglip`` (cached per session).
 * ``write_yaml(path, data)``: dump a recipe; ``cli(*args)``: run ``r2m_hf.cli.main`` in-process, capturing output.
+* ``r2m_out``: the default R²M merge of the zoo's three specialists, run once through the CLI; ``base_state`` and
+  ``specialist_states``: the zoo's tensors under canonical names; ``recipe(zoo, ...)``, ``load_model(folder)``,
+  ``state(folder)``: helpers for tests that merge the zoo.
+* ``build_case(builder)``: call a bad-input builder (see ``bad_input.py``) with the fixtures it names.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 
@@ -45,6 +50,30 @@ def cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def recipe(zoo, method="r2m", models=None, **extra) -> dict:
+    """A recipe over the zoo (absolute paths), with its three full specialists unless `models` is given."""
+    data = {"merge_method": method, "base_model": str(zoo.base)}
+    data["models"] = models if models is not None else [{"model": str(p)} for p in zoo.specialists]
+    data.update(extra)
+    return data
+
+
+def load_model(folder):
+    """Load a merged folder with transformers, asserting that every key matched."""
+    from transformers import AutoModelForImageClassification
+
+    model, info = AutoModelForImageClassification.from_pretrained(str(folder), output_loading_info=True)
+    assert not info["missing_keys"], info
+    assert not info["unexpected_keys"], info
+    assert not info["mismatched_keys"], info
+    return model
+
+
+def state(folder) -> dict[str, torch.Tensor]:
+    """Canonical (in-memory transformers 5) state dict of a merged folder."""
+    return {k: v.detach().clone() for k, v in load_model(folder).state_dict().items()}
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +116,44 @@ def arch_zoo(tmp_path_factory, zoo):
         return built[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def base_state(zoo):
+    """θ0 under canonical names (the backbone has no head; its classifier is random and unused)."""
+    from transformers import AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(str(zoo.base), num_labels=2)
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+
+
+@pytest.fixture(scope="session")
+def specialist_states(zoo):
+    """The three specialists' tensors under canonical names."""
+    return [state(p) for p in zoo.specialists]
+
+
+@pytest.fixture(scope="session")
+def r2m_out(zoo, tmp_path_factory):
+    """The default R²M merge of the three full specialists, run once through the CLI."""
+    from r2m_hf.cli import main
+
+    work = tmp_path_factory.mktemp("r2m-out")
+    config = write_yaml(work / "merge.yaml", recipe(zoo))
+    assert main(["merge", str(config), str(work / "out"), "--no-progress"]) == 0
+    return work / "out"
+
+
+@pytest.fixture
+def build_case(request, zoo, tmp_path):
+    """``build_case(builder)``: ``builder(zoo, tmp_path, ...)`` with the fixtures it also asks for (``arch_zoo``,
+    ``lora``), built only when asked for."""
+
+    def build(builder):
+        wanted = builder.__code__.co_varnames[2 : builder.__code__.co_argcount]
+        return builder(zoo, tmp_path, **{name: request.getfixturevalue(name) for name in wanted})
+
+    return build
 
 
 def assert_nothing_written(output: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -11,11 +10,16 @@ from conftest import write_yaml
 from torch import nn
 
 from r2m_hf.groups import Group, build_layout
+from r2m_hf.recipe import MergeReport
 from r2m_hf.zoo import ARCHITECTURES, TINY, tiny_config
 
 ENCODER_BLOCK = re.compile(r"\.(?:encoder\.)?layers?\.\d+\.")  # vit (transformers 5) has no `encoder.`
-EXPECTED_CLASS = {"vit": "ViTForImageClassification", "clip": "CLIPForImageClassification",
-                  "dinov2": "Dinov2ForImageClassification", "siglip": "SiglipForImageClassification"}
+EXPECTED_CLASS = {
+    "vit": "ViTForImageClassification",
+    "clip": "CLIPForImageClassification",
+    "dinov2": "Dinov2ForImageClassification",
+    "siglip": "SiglipForImageClassification",
+}
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -28,11 +32,14 @@ def test_r2m_merges_every_architecture_through_the_cli(arch, arch_zoo, tmp_path,
 
     zoo = arch_zoo(arch)
     assert len(zoo.specialists) == 3
-    config = write_yaml(tmp_path / "merge.yaml", {
-        "merge_method": "r2m",
-        "base_model": str(zoo.base),
-        "models": [{"model": str(p)} for p in zoo.specialists],
-    })
+    config = write_yaml(
+        tmp_path / "merge.yaml",
+        {
+            "merge_method": "r2m",
+            "base_model": str(zoo.base),
+            "models": [{"model": str(p)} for p in zoo.specialists],
+        },
+    )
     result = cli("merge", config, tmp_path / "out", "--no-progress")
     assert result.code == 0, result.err
     model, info = AutoModelForImageClassification.from_pretrained(str(tmp_path / "out"), output_loading_info=True)
@@ -43,9 +50,9 @@ def test_r2m_merges_every_architecture_through_the_cli(arch, arch_zoo, tmp_path,
         logits = model(pixel_values=torch.zeros(1, 3, TINY["image_size"], TINY["image_size"])).logits
     assert logits.shape == (1, 2) and torch.isfinite(logits).all()
 
-    report = json.loads((tmp_path / "out" / "merge_report.json").read_text())
-    assert report["architecture"] == EXPECTED_CLASS[arch]
-    method = report["method"]
+    report = MergeReport.read(tmp_path / "out")
+    assert report.architecture == EXPECTED_CLASS[arch]
+    method = report.method
     assert len(method["coefficients"]) == 3 and method["core_norm"] > 0 and method["residual_norm"] > 0
     # The specialists' fr head (saved fake first) was aligned: the merged head is the mean of the aligned heads.
     heads = []

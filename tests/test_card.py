@@ -12,6 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from r2m_hf.card import collect_licence, write_model_card
+from r2m_hf.recipe import Recipe
 from tests.conftest import write_yaml
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -47,13 +48,18 @@ def _recipe(base: dict, *sources: dict) -> dict:
     }
 
 
+# A report as r2m-hf 0.1 wrote it: the method's warnings inside its diagnostics, no top-level "warnings".
 REPORT = {
     "merge_method": "r2m",
     "architecture": "ViTForImageClassification",
+    "specialists": ["m0", "m1"],
     "tensors": 40,
+    "files": ["model.safetensors"],
     "seconds": 1.5,
     "device": "cpu",
-    "notes": [],
+    "processes": 1,
+    "notes": ["base_model taken from models[0]'s adapter_config.json"],
+    "image_processor": "from base_model",
     "method": {
         "gram_eigenvalues": [5.0, 1.0, 0.5],
         "spectral_gap": 0.8,
@@ -98,12 +104,16 @@ def _folder(tmp_path: Path, recipe: dict, evaluation: dict | None = None) -> Pat
 
 def test_card_of_a_real_merge_parses_and_carries_the_recipe(zoo, tmp_path: Path) -> None:
     from r2m_hf.merge import merge
+    from r2m_hf.recipe import MergeReport
 
-    config = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "r2m",
-        "base_model": str(zoo.base),
-        "models": [{"model": str(p), "name": n} for p, n in zip(zoo.specialists, zoo.names, strict=True)],
-    })
+    config = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "r2m",
+            "base_model": str(zoo.base),
+            "models": [{"model": str(p), "name": n} for p, n in zip(zoo.specialists, zoo.names, strict=True)],
+        },
+    )
     out = merge(config, tmp_path / "out", progress=False).output_dir
     readme = out / "README.md"
     card = ModelCard.load(readme)
@@ -118,7 +128,9 @@ def test_card_of_a_real_merge_parses_and_carries_the_recipe(zoo, tmp_path: Path)
     text = card.text
     assert "# out\n" in text and ".tmp-" not in text
     assert "softmax(logits)[1]" in text and 'pipeline("image-classification"' in text
-    assert "real-core coefficients c" in text and "Gram eigenvalues" in text and "η (" in text
+    rows = MergeReport.read(out).summary_rows()
+    assert rows and all(f"| {label} | {value} |" in text for label, value in rows)  # the method's own rows
+    assert "A deepfake detector made by merging 3 specialist detectors with `r2m` (r2m-hf): " in text
     recipe = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load(recipe) == yaml.safe_load((out / "merge_config.yaml").read_text())
 
@@ -148,7 +160,20 @@ def test_card_metadata_with_hub_inputs_and_model_index(tmp_path: Path) -> None:
     assert "![AUC per forgery family](eval_auc.png)" in text
     assert (out / "eval_auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "**0.4987**" in text and "in-domain" in text
-    assert "spectral gap is small" in text
+    assert "- spectral gap is small" in text  # an old report's warnings, read from its method diagnostics
+    assert "- base_model taken from models[0]'s adapter_config.json" in text
+    assert "| real-core coefficients c | [0.3400, 0.3300, 0.3300] |" in text
+
+
+def test_a_renamed_recipe_key_is_an_error_not_a_question_mark(tmp_path: Path) -> None:
+    from r2m_hf.errors import ConfigError
+
+    recipe = _recipe(_hub("org/backbone"), _hub("org/a"), _hub("org/b"))
+    recipe["models"][1]["fake_idx"] = recipe["models"][1].pop("fake_index")
+    out = _folder(tmp_path, recipe)
+    with pytest.raises(ConfigError, match=r"models\.1\.fake_index: Field required.*models\.1\.fake_idx: unknown key"):
+        write_model_card(out)
+    assert not (out / "README.md").exists()
 
 
 def test_undefined_metrics_are_left_out_of_the_model_index(tmp_path: Path) -> None:
@@ -179,7 +204,7 @@ def test_licence_is_carried_from_the_inputs(tmp_path: Path, licences, expected, 
         write_model_card(out)
     meta = metadata_load(out / "README.md")
     assert meta.get("license") == expected
-    assert collect_licence(recipe).conflict is conflict
+    assert collect_licence(Recipe.model_validate(recipe)).conflict is conflict
     assert ("The inputs' licences differ" in (out / "README.md").read_text()) is conflict
 
 

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from r2m_hf.checkpoint import SafetensorsFile, compare_to_base, looks_unrelated
+from r2m_hf.checkpoint import SafetensorsFile
 from r2m_hf.errors import CheckpointError
 
 
@@ -55,11 +55,3 @@ def test_damaged_files_are_refused_at_open(tmp_path, tensors, damage):
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         SafetensorsFile(path)
-
-
-def test_base_distance_heuristic():
-    assert looks_unrelated(0, [1.4, 1.5, 1.3])
-    assert not looks_unrelated(0, [0.05, 0.1, 0.02])
-    assert not looks_unrelated(1, [1.4, 1.5])  # one tensor equal to the base: related
-    assert not looks_unrelated(0, [])
-    assert callable(compare_to_base)

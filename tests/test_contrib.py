@@ -95,7 +95,7 @@ def test_adapter_for_another_base_fails(cli, zoo, odd) -> None:
 def test_unrelated_full_model_is_flagged(zoo, odd) -> None:
     report = check_specialist(str(zoo.specialists[0]), str(odd / "other-base"))
     base = next(c for c in report.checks if c.name == "base")
-    assert base.ok is False and "does not look fine-tuned from this base" in base.detail
+    assert base.ok is False and "it was not fine-tuned from this base" in base.detail
 
 
 def test_missing_specialist_is_one_failed_check(cli, zoo, tmp_path) -> None:

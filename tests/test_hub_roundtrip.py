@@ -49,15 +49,18 @@ def pushed(zoo, lora, hub_server: HubServer, hub_token: str, tmp_path: Path, mon
 def test_merge_from_repo_ids_push_and_pull_back(cli, pushed: dict, hub_server: HubServer, tmp_path: Path) -> None:
     from transformers import pipeline
 
-    config = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "r2m",
-        "base_model": f"{NS}/backbone",
-        "models": [
-            {"model": f"{NS}/vit-fs@{pushed['vit-fs']}", "name": "fs"},
-            {"model": f"{NS}/vit-fr@v1", "name": "fr"},
-            {"model": f"{NS}/lora-legacy", "name": "lora"},
-        ],
-    })
+    config = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "r2m",
+            "base_model": f"{NS}/backbone",
+            "models": [
+                {"model": f"{NS}/vit-fs@{pushed['vit-fs']}", "name": "fs"},
+                {"model": f"{NS}/vit-fr@v1", "name": "fr"},
+                {"model": f"{NS}/lora-legacy", "name": "lora"},
+            ],
+        },
+    )
     out = tmp_path / "out"
     result = cli("merge", config, out, "--push-to-hub", f"{NS}/merged", "--no-progress")
     assert result.code == 0, result.err
@@ -81,8 +84,13 @@ def test_merge_from_repo_ids_push_and_pull_back(cli, pushed: dict, hub_server: H
     assert card.data.base_model == [f"{NS}/backbone", f"{NS}/vit-fs", f"{NS}/vit-fr", f"{NS}/lora-legacy"]
     assert card.data.license == "mit"  # carried from the inputs' cards (read from the Hub cache)
     assert f'model="{NS}/merged"' in card.text
-    assert set(hub_server.files(f"{NS}/merged")) >= {"README.md", "config.json", "merge_config.yaml",
-                                                     "merge_report.json", "model.safetensors"}
+    assert set(hub_server.files(f"{NS}/merged")) >= {
+        "README.md",
+        "config.json",
+        "merge_config.yaml",
+        "merge_report.json",
+        "model.safetensors",
+    }
 
 
 def test_check_specialist_against_a_hub_base(cli, pushed: dict, zoo) -> None:
@@ -94,12 +102,15 @@ def test_check_specialist_against_a_hub_base(cli, pushed: dict, zoo) -> None:
 
 
 def _local_recipe(zoo, tmp_path: Path, **extra) -> Path:
-    return write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "r2m",
-        "base_model": str(zoo.base),
-        "models": [{"model": str(p), "name": n} for p, n in zip(zoo.specialists, zoo.names, strict=True)],
-        **extra,
-    })
+    return write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "r2m",
+            "base_model": str(zoo.base),
+            "models": [{"model": str(p), "name": n} for p, n in zip(zoo.specialists, zoo.names, strict=True)],
+            **extra,
+        },
+    )
 
 
 def test_failed_push_keeps_the_output_and_push_completes_it(
@@ -119,6 +130,7 @@ def test_failed_push_keeps_the_output_and_push_completes_it(
 
     retried = cli("push", out, f"{NS}/merged")
     assert retried.code == 0, retried.err
+    assert hub_server.repo(f"{NS}/merged").history()[0].title == "Merge fs, fr, efs with r2m (r2m-hf)"
     files = hub_server.files(f"{NS}/merged")
     assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
     assert files["README.md"] == (out / "README.md").read_bytes()
@@ -128,11 +140,14 @@ def test_private_repo_without_token_is_one_clear_line(
     cli, zoo, hub_server: HubServer, hub_token: str, tmp_path: Path
 ) -> None:
     push_folder(zoo.specialists[0], f"{NS}/secret-fs", token=hub_token, private=True)
-    config = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "r2m",
-        "base_model": str(zoo.base),
-        "models": [{"model": f"{NS}/secret-fs", "name": "fs"}, {"model": str(zoo.specialists[1]), "name": "fr"}],
-    })
+    config = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "r2m",
+            "base_model": str(zoo.base),
+            "models": [{"model": f"{NS}/secret-fs", "name": "fs"}, {"model": str(zoo.specialists[1]), "name": "fr"}],
+        },
+    )
     result = cli("merge", config, tmp_path / "out", "--no-progress")
     assert result.code == 2
     error = result.err.strip()
@@ -142,7 +157,13 @@ def test_private_repo_without_token_is_one_clear_line(
 
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "config.json").write_text("{}")
-    push = cli("push", tmp_path / "folder", f"{NS}/private-out", "--private")
+    not_merged = cli("push", tmp_path / "folder", f"{NS}/private-out", "--private")
+    assert not_merged.code == 2 and "no merge_config.yaml; this is not the output folder" in not_merged.err
+
+    from r2m_hf.merge import merge
+
+    merged = merge(_local_recipe(zoo, tmp_path), tmp_path / "merged", progress=False).output_dir
+    push = cli("push", merged, f"{NS}/private-out", "--private")
     assert push.code == 2 and "needs a Hugging Face token" in push.err and "\n" not in push.err.strip()
 
 

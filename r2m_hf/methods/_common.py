@@ -7,8 +7,10 @@ stateful piece, :class:`GlobalMagnitudeThreshold`, finds TIES's whole-model trim
 
 from __future__ import annotations
 
+import math
 import zlib
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, Field
@@ -22,6 +24,27 @@ class ScaledParameters(MethodParameters):
     model_config = ConfigDict(populate_by_name=True)
 
     lambda_: float = Field(1.0, alias="lambda", ge=0.0, description="λ: scale of the merged task vector")
+
+
+def format_number(value: Any, spec: str = ".4g") -> str:
+    """Format a report value for a summary row: numbers with `spec`, ``—`` for a missing or non-finite one."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "—" if value is None else str(value)
+    return f"{value:{spec}}" if math.isfinite(value) else "—"
+
+
+def format_numbers(values: Iterable[Any] | None, spec: str = ".4g") -> str:
+    """Format a list of report values as ``[a, b, …]`` (``—`` when missing)."""
+    return "—" if values is None else "[" + ", ".join(format_number(v, spec) for v in values) + "]"
+
+
+def svd_path_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Summary rows of an SVD method: how many tensors took the SVD rule and how many the vector rule θ0 + λ τ̄."""
+    tensors = report.get("tensors") or {}
+    return [
+        ("tensors on the SVD path", format_number(tensors.get("svd"))),
+        ("tensors on the vector rule θ0 + λ τ̄", format_number(tensors.get("vector_rule"))),
+    ]
 
 
 def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

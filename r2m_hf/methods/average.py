@@ -1,6 +1,7 @@
 """Weight averaging, the "uniform soup" of Wortsman et al., "Model soups" (ICML 2022): θ = Σ wt θt / Σ wt.
 
-It needs no base model and treats every tensor alike.
+It needs no base model and treats every tensor alike. The weights wt only set each specialist's share (the method
+is normalised by Σ wt, so multiplying every weight by a constant changes nothing).
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ import torch
 
 from ._common import broadcast_weights
 from .base import MergeMethod, MethodParameters, TensorSlot
-from .registry import register_method
 
 
-@register_method
 class Average(MergeMethod):
     """Weighted mean of the specialists' tensors, normalised by the sum of the weights."""
 
     name = "average"
     requires_base = False
     description = "weight averaging (model soup): θ = Σ wt θt / Σ wt"
+    order = 0
 
     def __init__(self, parameters: MethodParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)

@@ -1,21 +1,27 @@
-"""The contract between the merge engine and a merge method.
+"""The contract between the merge engine and a merge method, and the declarations a method makes about itself.
 
 A method is pure tensor math: it never opens a file. The engine streams the backbone one tensor at a time and hands
 the method a :class:`TensorSlot` (the base tensor θ0 and the N specialists' tensors θi, already in the compute dtype
 on the merge device). Methods that need whole-model statistics (R²M's Gram matrix and norms, global TIES trimming)
 declare ``statistics_passes``; the engine then streams every tensor through :meth:`MergeMethod.observe` that many
 times, calling :meth:`MergeMethod.end_pass` after each, before the final pass that calls :meth:`MergeMethod.merge`.
-Heads never reach a method: every method shares one head policy (see ``heads.py``).
+Heads never reach a method: every method shares one head policy (see ``heads.py``). Besides the math, a method
+declares what the rest of the package shows or plans with, so that no module outside ``methods/`` names a
+method-specific quantity: its tuning ranges (:class:`Tunable`), its benchmark grid and sensitivity sweeps
+(:class:`Sweep`), the memory it holds beyond the engine's tensor copies, its warnings and the summary rows of its
+report.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from ..errors import ConfigError
 from ..groups import Group
 
 
@@ -23,6 +29,70 @@ class MethodParameters(BaseModel):
     """Base class of a method's typed parameters; unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """How one parameter is searched (the hyperparameter tuner and the benchmark's grids read this).
+
+    Either a numeric range (`low`, `high`, inclusive; on a log scale when `log`; integers when `integer`) or a
+    categorical parameter (`choices`). Every endpoint and choice is a valid value of the method's parameters model.
+
+    Args:
+        low (`float`, *optional*): lower end of the range.
+        high (`float`, *optional*): upper end of the range.
+        log (`bool`): sample on a log scale (`low` must then be positive).
+        integer (`bool`): sample integers.
+        choices (`tuple`, *optional*): the values of a categorical parameter.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple | None = None
+
+    def __post_init__(self) -> None:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise ValueError("a Tunable has either non-empty `choices` or a `low`-`high` range, not both")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a Tunable range needs low ≤ high (got {self.low}, {self.high})")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"a log-scale Tunable needs low > 0 (got {self.low})")
+
+    def endpoints(self) -> tuple:
+        """The values that bound the search: the range's two ends, or every choice."""
+        if self.choices is not None:
+            return tuple(self.choices)
+        if self.integer:
+            return (int(self.low), int(self.high))
+        return (self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A one-parameter sensitivity sweep the benchmark plots (never used to choose a configuration).
+
+    Args:
+        name (`str`): file and plot key, e.g. ``rho``.
+        parameter (`str`): the YAML key swept, e.g. ``residual_rank_ratio``.
+        values (`tuple`): the values it takes, in order.
+        row (`str`): the benchmark grid row whose validation-chosen point supplies the other parameters.
+        hold (`dict`): parameters fixed during the sweep, e.g. ``{"eta": "fixed"}``.
+        keep (`tuple[str, ...]`): keys taken from the chosen point of `row`.
+    """
+
+    name: str
+    parameter: str
+    values: tuple
+    row: str
+    hold: dict = field(default_factory=dict)
+    keep: tuple[str, ...] = ()
+
+    def point(self, chosen: Mapping[str, Any], value: Any) -> dict[str, Any]:
+        """The parameters of one sweep point: `hold`, the kept keys of the chosen point, and `parameter` = `value`."""
+        return {**self.hold, **{k: chosen[k] for k in self.keep}, self.parameter: value}
 
 
 @dataclass
@@ -61,14 +131,40 @@ class TensorSlot:
     @property
     def svd_eligible(self) -> bool:
         """Whether SVD-based rules apply: a 2-D tensor of S whose smaller side is at least N."""
-        return self.group.in_subspace and len(self.shape) == 2 and min(self.shape) >= self.n_models
+        return svd_eligible(self.group, tuple(self.shape), self.n_models)
+
+
+def svd_eligible(group: Group, shape: tuple[int, ...], n_models: int) -> bool:
+    """Whether a tensor of `group` and `shape` takes an SVD rule: 2-D, in S, smaller side at least N."""
+    return group.in_subspace and len(shape) == 2 and min(shape) >= n_models
+
+
+def normalised_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Rescale per-model weights to w_i · N / Σw, so that only their ratios matter (unit weights stay 1).
+
+    Args:
+        weights (`torch.Tensor`): the weights w_i ≥ 0 as written in the YAML, shape (N,).
+
+    Returns:
+        `torch.Tensor`: weights summing to N; raises `ConfigError` when every weight is 0.
+    """
+    total = float(weights.sum())
+    if not total > 0:
+        raise ConfigError(
+            "models[*].parameters.weight: the weights sum to 0; give at least one specialist a weight > 0"
+        )
+    return weights * (weights.numel() / total)
 
 
 class MergeMethod:
     """Base class of a merge method.
 
     Subclasses set ``name`` (the YAML ``merge_method``), ``parameters_model`` (a :class:`MethodParameters`
-    subclass holding the defaults) and implement :meth:`merge`.
+    subclass holding the defaults) and implement :meth:`merge`; the class docstring's first line or ``description``
+    is the method's one-line rule in ``r2m-hf methods`` and the README.
+
+    Per-model weights are scale-free: they are rescaled to w_i · N / Σw before any method sees them, so multiplying
+    every weight by a constant changes nothing and unit weights give the unweighted rule.
 
     Args:
         parameters (`MethodParameters`): the validated parameters.
@@ -81,16 +177,21 @@ class MergeMethod:
     requires_base: ClassVar[bool] = True
     statistics_passes: ClassVar[int] = 0
     description: ClassVar[str] = ""
+    # Position in the method tables (README, `r2m-hf methods`, benchmark rows); plugins come after the built-ins.
+    order: ClassVar[int] = 1000
+    # YAML key -> how the tuner searches it.
+    search_space: ClassVar[dict[str, Tunable]] = {}
 
     def __init__(self, parameters: MethodParameters, weights: torch.Tensor, names: list[str]):
         self.parameters = parameters
-        self.weights = weights
+        self.weights = normalised_weights(weights)
         self.names = list(names)
 
     @property
     def n_models(self) -> int:
         return len(self.names)
 
+    # ---------------------------------------------------------------- the math
     def observe(self, pass_index: int, slot: TensorSlot) -> None:
         """Accumulate whole-model statistics from one tensor during statistics pass `pass_index`."""
 
@@ -108,9 +209,63 @@ class MergeMethod:
         """Return the merged tensor θ* for `slot` (same shape as one specialist's tensor)."""
         raise NotImplementedError
 
+    # ---------------------------------------------------------------- what the rest of the package reads
     def report(self) -> dict[str, Any]:
         """Diagnostics for ``merge_report.json`` and the model card (JSON-serialisable)."""
         return {}
+
+    def warnings(self) -> list[str]:
+        """Warnings about this merge for the user (written to the merge report's ``warnings``)."""
+        return []
+
+    def extra_memory_bytes(
+        self, shapes: Mapping[str, tuple[int, ...]], groups: Mapping[str, Group], itemsize: int
+    ) -> int:
+        """Bytes this method holds beyond the engine's N + 1 copies of the tensor being merged.
+
+        Args:
+            shapes (`Mapping[str, tuple[int, ...]]`): every backbone tensor's shape.
+            groups (`Mapping[str, Group]`): every backbone tensor's group.
+            itemsize (`int`): bytes per element of the compute dtype.
+
+        Returns:
+            `int`: an upper bound of the extra bytes held at once (0 by default).
+        """
+        return 0
+
+    @classmethod
+    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
+        """The benchmark's rows for this method: row label -> grid points, tried in order on validation.
+
+        Every method with a scaling factor gets the same budget of tries. The default is one row at the defaults.
+        """
+        return {cls.name: [{}]}
+
+    @classmethod
+    def sensitivity_sweeps(cls) -> list[Sweep]:
+        """The one-parameter sweeps the benchmark runs and plots for this method (none by default)."""
+        return []
+
+    @classmethod
+    def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(label, formatted value) rows of this method's :meth:`report` for the CLI, the model card and the benchmark.
+
+        Args:
+            report (`Mapping[str, Any]`): a dict written by this method's :meth:`report` (maybe by an older version:
+                missing keys show as ``—``).
+
+        Returns:
+            `list[tuple[str, str]]`: the rows worth showing (none by default).
+        """
+        return []
+
+    @classmethod
+    def rule(cls) -> str:
+        """The method's one-line rule: ``description``, else the first line of the class docstring."""
+        if cls.description:
+            return cls.description
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0].strip() if doc else ""
 
 
 def mean_task_vector(slot: TensorSlot, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,4 +277,14 @@ def mean_task_vector(slot: TensorSlot, weights: torch.Tensor | None = None) -> t
     return (w * tv).sum(dim=0) / weights.sum().to(tv.dtype)
 
 
-__all__ = ["Group", "MergeMethod", "MethodParameters", "TensorSlot", "mean_task_vector"]
+__all__ = [
+    "Group",
+    "MergeMethod",
+    "MethodParameters",
+    "Sweep",
+    "TensorSlot",
+    "Tunable",
+    "mean_task_vector",
+    "normalised_weights",
+    "svd_eligible",
+]

@@ -3,11 +3,13 @@ task vectors.
 
 θ̄ = θ0 + τ̄ for every tensor; for the truncatable matrices (encoder-block linear weights) whose smaller side r is at
 least T, θ = θ̄ + λ Σt wt SVD_k(τt − τ̄) with k = max(1, ⌊ρ·r⌋). Every other tensor is θ̄ (no λ). τ̄ is the weighted
-mean Σ wt τt / Σ wt (the plain mean for unit weights).
+mean Σ wt τt / Σ wt (the plain mean for unit weights). The weights wt are rescaled to sum to N (wt · N / Σw), so only
+their ratios matter and unit weights give the unweighted rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -15,9 +17,8 @@ from pydantic import Field
 
 from ..groups import Group
 from ..linalg import low_rank_approximation, rank_from_ratio
-from ._common import ScaledParameters, broadcast_weights
-from .base import MergeMethod, TensorSlot, mean_task_vector
-from .registry import register_method
+from ._common import ScaledParameters, broadcast_weights, format_number
+from .base import MergeMethod, Sweep, TensorSlot, Tunable, mean_task_vector
 
 
 class CartParameters(ScaledParameters):
@@ -27,13 +28,33 @@ class CartParameters(ScaledParameters):
     svd: Literal["exact", "randomized"] = Field("randomized", description="seeded randomised SVD, or the exact one")
 
 
-@register_method
 class Cart(MergeMethod):
     """Weight average plus the λ-scaled sum of the rank-k centred task vectors."""
 
     name = "cart"
     parameters_model = CartParameters
     description = "CART: θ̄ + λ Σ SVD_k(τt − τ̄) on the truncatable matrices, θ̄ elsewhere"
+    order = 90
+    search_space = {"rank_ratio": Tunable(0.01, 0.5, log=True), "lambda": Tunable(0.3, 2.0)}
+
+    @classmethod
+    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
+        return {cls.name: [{"rank_ratio": r, "lambda": v} for r in (0.03, 0.1) for v in (0.5, 1.0)]}
+
+    @classmethod
+    def sensitivity_sweeps(cls) -> list[Sweep]:
+        """ρ over the positive values of R²M's ρ sweep, at the λ chosen for the ``cart`` row."""
+        return [Sweep("rho-cart", "rank_ratio", (0.01, 0.1, 1.0), row=cls.name, keep=("lambda",))]
+
+    @classmethod
+    def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
+        tensors = report.get("tensors") or {}
+        ranks = report.get("ranks") or {}
+        return [
+            ("matrices with low-rank centred task vectors", format_number(tensors.get("low_rank"))),
+            ("tensors averaged", format_number(tensors.get("average"))),
+            ("ranks kept (min / max)", f"{format_number(ranks.get('min'))} / {format_number(ranks.get('max'))}"),
+        ]
 
     def __init__(self, parameters: CartParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)

@@ -4,19 +4,20 @@ Each entry of each τt is kept with probability p = `density` and the kept ones 
 seeded per tensor and model from (`seed`, tensor name, model index), so a merge is reproducible whatever the tensor
 order or process split. ``dare_linear`` then applies task arithmetic (θ0 + λ Σ wt τ̃t), ``dare_ties`` TIES's sign
 election and disjoint mean (no magnitude trim), as peft's ``dare_linear`` and ``dare_ties``. Every tensor goes
-through the same rule.
+through the same rule. The weights wt are rescaled to sum to N (wt · N / Σw), so only their ratios matter and unit
+weights give the unweighted rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from pydantic import Field
 
-from ._common import KeptCounter, ScaledParameters, dare_drop, disjoint_merge, elect_sign, weigh
-from .base import MergeMethod, TensorSlot
-from .registry import register_method
+from ._common import KeptCounter, ScaledParameters, dare_drop, disjoint_merge, elect_sign, format_numbers, weigh
+from .base import MergeMethod, TensorSlot, Tunable
 
 
 class DareParameters(ScaledParameters):
@@ -45,18 +46,27 @@ class _Dare(MergeMethod):
         self._tracker.add(dropped)
         return weigh(dropped, self.weights)
 
+    @classmethod
+    def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return [("kept fraction per specialist", format_numbers(report.get("kept_fraction"), ".3f"))]
+
     def report(self) -> dict[str, Any]:
         p = self.parameters
         return {"density": p.density, "seed": p.seed, "lambda": p.lambda_, "kept_fraction": self._tracker.fractions()}
 
 
-@register_method
 class DareLinear(_Dare):
     """Drop and rescale, then task arithmetic."""
 
     name = "dare_linear"
     parameters_model = DareLinearParameters
     description = "DARE + task arithmetic: θ = θ0 + λ Σ wt · drop(τt)/p"
+    order = 40
+    search_space = {"lambda": Tunable(0.05, 1.5), "density": Tunable(0.1, 1.0)}
+
+    @classmethod
+    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
+        return {cls.name: [{"lambda": v} for v in (0.3, 0.5, 0.75, 1.0)]}
 
     def merge(self, slot: TensorSlot) -> torch.Tensor:
         """Return θ0 + λ Σ wt τ̃t for one tensor.
@@ -70,13 +80,18 @@ class DareLinear(_Dare):
         return slot.base + self.parameters.lambda_ * self.drop(slot).sum(dim=0)
 
 
-@register_method
 class DareTies(_Dare):
     """Drop and rescale, then TIES's sign election and disjoint mean."""
 
     name = "dare_ties"
     parameters_model = DareParameters
     description = "DARE + TIES: drop and rescale, elect sign, disjoint mean"
+    order = 50
+    search_space = {"lambda": Tunable(0.3, 3.0), "density": Tunable(0.1, 1.0)}
+
+    @classmethod
+    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
+        return {cls.name: [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]}
 
     def merge(self, slot: TensorSlot) -> torch.Tensor:
         """Return θ0 + λ · disjoint_merge(elect_sign(wt τ̃t)) for one tensor.

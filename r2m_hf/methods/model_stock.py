@@ -4,18 +4,20 @@ Per tensor: cos φ is the mean pairwise cosine of the task vectors τt, t = T co
 θ = t · θ̄ + (1 − t) · θ0 = θ0 + t τ̄ with θ̄ the (weighted) mean of the specialists. As in the paper, t is not clipped
 (a negative cos φ extrapolates away from the average). Guards: a task vector of zero norm counts as orthogonal to
 the others (cos 0, as mergekit's epsilon does), and when 1 + (T − 1) cos φ vanishes (the unit task vectors sum to
-zero) t is set to 0, so the tensor stays θ0 instead of becoming infinite.
+zero) t is set to 0, so the tensor stays θ0 instead of becoming infinite. The weights only enter τ̄, normalised by
+their sum, so multiplying every weight by a constant changes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from ..errors import MethodError
+from ._common import format_number
 from .base import MergeMethod, MethodParameters, TensorSlot, mean_task_vector
-from .registry import register_method
 
 # Below this 1 + (T − 1) cos φ is treated as zero (the interpolation ratio is undefined there).
 DEGENERATE_DENOMINATOR = 1e-9
@@ -41,12 +43,12 @@ def model_stock_ratio(task_vectors: torch.Tensor) -> tuple[float, float]:
     return cos, ratio
 
 
-@register_method
 class ModelStock(MergeMethod):
     """Interpolate between the base and the average by a ratio set by the task vectors' angle."""
 
     name = "model_stock"
     description = "Model Stock: θ = θ0 + t τ̄, t = T cos φ / (1 + (T − 1) cos φ) per tensor"
+    order = 10
 
     def __init__(self, parameters: MethodParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)
@@ -66,6 +68,14 @@ class ModelStock(MergeMethod):
         _, ratio = model_stock_ratio(slot.task_vectors)
         self._ratios.append(ratio)
         return slot.base + ratio * mean_task_vector(slot, self.weights)
+
+    @classmethod
+    def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
+        t = [format_number(report.get(k)) for k in ("t_min", "t_mean", "t_max")]
+        return [
+            ("interpolation ratio t (min / mean / max)", " / ".join(t)),
+            ("tensors with t < 0 (extrapolated)", format_number(report.get("negative_t"))),
+        ]
 
     def report(self) -> dict[str, Any]:
         r = self._ratios

@@ -1,54 +1,64 @@
-"""R²M: Real-aware Residual Model Merging (arXiv 2509.24367), as fixed precisely in ``r2m-method.md``.
+"""R²M: Real-aware Residual Model Merging (arXiv 2509.24367), every option documented in ``docs/method.md``.
 
-The merge runs in three streaming passes so that no model is ever held whole:
+The per-tensor rule is written as pure functions in :mod:`._r2m_math`; this module holds the parameters, the
+statistics the rule needs from the whole model, and the method's declarations (tuning ranges, benchmark rows, memory,
+report). The merge runs in three streaming passes so that no model is ever held whole:
 
 0. the Gram matrix G = Σ_l w_l T_l T_lᵀ of the task vectors over the subspace group → the real-core coefficients c;
 1. per tensor: the real core τcore, the fake residuals fi = τi − τcore and their rank truncation f̃i; only small
    statistics are kept (‖τcore‖², and the N × N Gram R^l = ⟨f̃i, f̃j⟩ of the truncated residuals), plus, by
    default, the truncated residuals of the truncatable matrices as low-rank factors;
-2. merge: θ* = θ0 + τcore + η · τres with τres = (1/N) Σ_i (m̄/ni) f̃i.
+2. merge: θ* = θ0 + τcore + η · Σi a_i f̃i with the norm-matching mix a_i = m̄ / (N ni).
 
 The norms ni = ‖f̃i‖ and ‖τres‖ both follow from the R^l without another pass: ni² = Σ_l R^l_ii and
-‖τres‖² = Σ_l aᵀ R^l a with a_i = m̄ / (N ni).
+‖τres‖² = Σ_l aᵀ R^l a. The per-model weights wi are rescaled to sum to N (wi · N / Σw) and multiply the task
+vectors, so only their ratios matter and unit weights give the unweighted rule.
 """
 
 from __future__ import annotations
 
-import math
 import zlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
+from ..errors import ConfigError
 from ..groups import Group
-from ..linalg import rank_from_energy, rank_from_ratio, svd, top_eigenvectors, truncated_svd
-from .base import MergeMethod, MethodParameters, TensorSlot
-from .registry import register_method
+from ..linalg import rank_from_ratio
+from . import _r2m_math as rule
+from ._common import format_number, format_numbers
+from .base import MergeMethod, MethodParameters, Sweep, TensorSlot, Tunable
 
-# A residual this small relative to the core is rounding noise (e.g. identical specialists); `eta: relative`
-# would otherwise blow it up to α‖τcore‖.
-RESIDUAL_DROP_TOLERANCE = 1e-6
 # Warn when some c_i differs from 1/N by more than this fraction of 1/N, or the relative eigengap is below this.
 NONUNIFORM_WARNING = 0.5
 GAP_WARNING = 0.1
 
 
 class R2MParameters(MethodParameters):
-    """R²M's parameters; names and defaults as in ``r2m-method.md``."""
+    """R²M's parameters (``docs/method.md`` explains each and how they interact)."""
 
-    real_rank: int = Field(1, ge=1, description="k: eigenvectors of the Gram matrix spanning the real core")
+    real_rank: int = Field(1, ge=1, description="k: eigenvectors of the Gram matrix spanning the real core (k ≤ N)")
     center: bool = Field(False, description="centre each task-vector block (row mean over its entries) before the Gram")
-    block_weight: Literal["none", "fro", "size"] = "none"
-    real_scope: Literal["global", "layer"] = "global"
+    block_weight: Literal["none", "fro", "size"] = Field(
+        "none", description="weight of each tensor's Gram block: 1, 1/‖T_l‖², or P_l/‖T_l‖²"
+    )
+    real_scope: Literal["global", "layer"] = Field(
+        "global", description="one set of coefficients c for the model, or one per tensor"
+    )
     blend: float = Field(1.0, ge=0.0, le=1.0, description="β: τcore ← (1−β)·τ̄ + β·τcore")
     # ρ = 0.03 and α = 1.5 (η relative) were chosen on the offline benchmark's validation split; the method notes'
     # brackets say ρ = 0.1, α = 0.6 (see examples/offline_benchmark/full/RESULTS.md, "Defaults").
     residual_rank_ratio: float = Field(0.03, ge=0.0, le=1.0, description="ρ: rank kept per truncatable matrix")
     residual_energy: float | None = Field(None, gt=0.0, le=1.0, description="e: energy rule instead of ρ")
-    norm_matching: Literal["global", "layer", "none"] = "global"
+    norm_matching: Literal["global", "layer", "none"] = Field(
+        "global", description="rescale the truncated residuals to their mean norm over the model, per tensor, or not"
+    )
     alpha: float = Field(1.5, ge=0.0, description="α: residual strength (see `eta`)")
-    eta: Literal["relative", "kit", "fixed"] = "relative"
+    eta: Literal["relative", "kit", "fixed"] = Field(
+        "relative", description="η: α‖τcore‖/‖τres‖ (relative), α‖τcore‖ (kit) or α (fixed)"
+    )
     svd: Literal["exact", "randomized"] = Field(
         "randomized",
         description="truncation SVD: seeded randomised range finder (default; error within ~1-2% of the optimal "
@@ -59,159 +69,119 @@ class R2MParameters(MethodParameters):
     )
 
 
-@register_method
 class R2M(MergeMethod):
     """Real-aware Residual Model Merging: shared real core + truncated, norm-matched fake residuals."""
 
     name = "r2m"
     parameters_model = R2MParameters
     statistics_passes = 2
-    description = "R²M: low-rank real core of the task vectors plus rank-truncated, norm-matched fake residuals"
+    description = "R²M: θ0 + τcore (low-rank real core) + η Σ a_i f̃i (rank-truncated, norm-matched fake residuals)"
+    order = 100
+    search_space = {
+        "real_rank": Tunable(1, 2, integer=True),  # N ≥ 2 always, so k ≤ 2 is valid for every merge
+        "blend": Tunable(0.0, 1.0),
+        "residual_rank_ratio": Tunable(0.005, 0.3, log=True),
+        "alpha": Tunable(0.1, 4.0, log=True),
+        "eta": Tunable(choices=("relative", "kit", "fixed")),
+    }
 
     def __init__(self, parameters: R2MParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)
         p = self.parameters
         n = self.n_models
         if p.real_rank > n:
-            from ..errors import ConfigError
-
             raise ConfigError(f"parameters.real_rank: {p.real_rank} exceeds the number of specialists ({n})")
+        # pass 0: G, then c and G's eigenvalues (or c per tensor with real_scope: layer)
         self._gram = torch.zeros(n, n, dtype=torch.float64)
         self.coefficients: torch.Tensor | None = None
         self.eigenvalues: torch.Tensor | None = None
         self._layer_coefficients: dict[int, torch.Tensor] = {}
         self._layer_names: dict[int, str] = {}
-        # pass-1 statistics
+        # pass 1: ‖τcore‖², ‖fi‖², Σ_l R^l (and R^l per tensor for norm_matching: layer), the factor cache
         self._core_sq = torch.zeros((), dtype=torch.float64)
         self._before_sq = torch.zeros(n, dtype=torch.float64)
-        self._residual_gram = torch.zeros(n, n, dtype=torch.float64)  # Σ_l R^l
+        self._residual_gram = torch.zeros(n, n, dtype=torch.float64)
         self._layer_grams: dict[int, torch.Tensor] = {}
         self._layer_res_sq = torch.zeros((), dtype=torch.float64)
         self._layer_res_reduced = False
-        self._cache: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._cache: dict[int, list[rule.Factors]] = {}
         self._ranks: dict[str, list[int]] = {}
-        # final scalars
-        self.mix: torch.Tensor | None = None  # a_i (global) — per-layer values are derived on the fly
+        # end of pass 1: the global mix a, the norms and η
+        self.mix: torch.Tensor | None = None
         self.core_norm = 0.0
         self.residual_norm = 0.0
         self.eta = 0.0
         self.residual_dropped = False
-        self.warnings: list[str] = []
+        self._warnings: list[str] = []
 
-    # ---------------------------------------------------------------- the math of one tensor
-    def _task_matrix(self, slot: TensorSlot) -> torch.Tensor:
-        """T_l: the N weighted task vectors of one tensor as flattened rows (float64 for the statistics)."""
-        tv = slot.task_vectors.reshape(slot.n_models, -1)
-        return tv * self.weights.to(tv.dtype).unsqueeze(1)
+    # ---------------------------------------------------------------- one tensor, through the pure rule
+    def _task_vectors(self, slot: TensorSlot) -> torch.Tensor:
+        """The weighted task vectors wi τi of one tensor (N × shape)."""
+        return slot.task_vectors * self.weights.to(slot.models.dtype).view(-1, *([1] * len(slot.shape)))
 
-    def _gram_block(self, t: torch.Tensor) -> torch.Tensor:
-        """w_l · T_l T_lᵀ for one tensor."""
-        p = self.parameters
-        if p.center:
-            t = t - t.mean(dim=1, keepdim=True)
-        t = t.double()
-        block = t @ t.mT
-        if p.block_weight != "none":
-            sq = float(block.diagonal().sum())
-            if sq <= 0:
-                return torch.zeros_like(block)
-            block = block / sq * (t.shape[1] if p.block_weight == "size" else 1.0)
-        return block
-
-    def _coefficients_from_gram(self, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """c = (1/N) · U_k U_kᵀ 1 and the eigenvalues of G (descending)."""
-        n = gram.shape[0]
-        evals, u = top_eigenvectors(gram, self.parameters.real_rank)
-        ones = torch.ones(n, dtype=torch.float64)
-        return (u @ (u.mT @ ones)) / n, evals
-
-    def _real_core(self, slot: TensorSlot, tv: torch.Tensor) -> torch.Tensor:
-        """τcore^l: Σ_i c_i τi on the subspace group, the mean on the vector group, then the blend β."""
-        mean = tv.mean(dim=0)
+    def _coefficients_for(self, slot: TensorSlot) -> torch.Tensor | None:
         if not slot.group.in_subspace:
-            return mean
-        c = self._layer_coefficients[slot.index] if self.parameters.real_scope == "layer" else self.coefficients
-        core = torch.tensordot(c.to(tv.dtype), tv, dims=1)
-        beta = self.parameters.blend
-        return core if beta == 1.0 else (1.0 - beta) * mean + beta * core
+            return None
+        return self._layer_coefficients[slot.index] if self.parameters.real_scope == "layer" else self.coefficients
 
-    def _truncate(self, slot: TensorSlot, residuals: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
-        """Rank-truncate the N residuals of a truncatable matrix in one batched SVD.
-
-        Returns per residual the factors (U·S, Vh) of f̃i, or None where the residual is kept whole.
-        """
+    def _core_and_residuals(self, slot: TensorSlot) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(τcore, f, f̃) for one tensor; f and f̃ stacked N × shape. Truncations are cached or recomputed."""
         p = self.parameters
-        n = residuals.shape[0]
-        # Matrices whose smaller side is below N never go through an SVD: they follow the vector-group rule.
-        if slot.group is not Group.TRUNCATABLE or not slot.svd_eligible:
-            return [None] * n
-        shape = residuals.shape[1:]
-        if p.residual_energy is not None:
-            u, s, vh = svd(residuals)
-            factors = []
-            for i in range(n):
-                r = rank_from_energy(s[i], p.residual_energy)
-                factors.append(((u[i, :, :r] * s[i, :r]).to(residuals.dtype), vh[i, :r].to(residuals.dtype)))
-            return factors
-        r = rank_from_ratio(shape, p.residual_rank_ratio)
-        if r >= min(shape):
-            return [None] * n
-        if r == 0:
-            empty = (residuals.new_zeros(shape[0], 0), residuals.new_zeros(0, shape[1]))
-            return [empty] * n
-        u, s, vh = truncated_svd(residuals, r, method=p.svd, seed=zlib.crc32(slot.name.encode()))
-        us = (u * s.unsqueeze(-2)).to(residuals.dtype)
-        return [(us[i], vh[i].to(residuals.dtype)) for i in range(n)]
-
-    def _truncated_residuals(self, slot: TensorSlot) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(τcore^l, f^l, f̃^l) for one tensor; f and f̃ stacked N × shape."""
-        tv = slot.task_vectors * self.weights.to(slot.models.dtype).view(-1, *([1] * len(slot.shape)))
-        core = self._real_core(slot, tv)
+        tv = self._task_vectors(slot)
+        core = rule.real_core(tv, self._coefficients_for(slot), p.blend)
         residuals = tv - core.unsqueeze(0)
-        if self.parameters.residual_rank_ratio == 0.0 and self.parameters.residual_energy is None:
-            return core, residuals, torch.zeros_like(residuals)
-        cached = self._cache.get(slot.index)
-        factors = cached if cached is not None else self._truncate(slot, residuals)
-        truncated = (
-            torch.stack([residuals[i] if f is None else f[0] @ f[1] for i, f in enumerate(factors)])
-            if any(f is not None for f in factors)
-            else residuals
+        route = rule.truncation_route(
+            slot.group, tuple(slot.shape), self.n_models, p.residual_rank_ratio, p.residual_energy
         )
-        if slot.group is Group.TRUNCATABLE:
-            self._ranks.setdefault(
-                slot.name, [min(residuals.shape[1:]) if f is None else f[1].shape[0] for f in factors]
+        if route == "drop":
+            return core, residuals, torch.zeros_like(residuals)
+        if route == "keep":
+            return core, residuals, residuals
+        factors = self._cache.get(slot.index)
+        if factors is None:
+            factors = rule.truncate_residuals(
+                residuals,
+                rank_ratio=p.residual_rank_ratio,
+                energy=p.residual_energy,
+                svd_method=p.svd,
+                seed=zlib.crc32(slot.name.encode()),
             )
-            if self.parameters.residual_cache == "memory" and all(f is not None for f in factors):
-                self._cache[slot.index] = factors
-        return core, residuals, truncated
+        if factors is None:  # r covers the full rank: nothing to truncate
+            self._ranks.setdefault(slot.name, [min(slot.shape)] * self.n_models)
+            return core, residuals, residuals
+        self._ranks.setdefault(slot.name, [vh.shape[0] for _, vh in factors])
+        if p.residual_cache == "memory":
+            self._cache[slot.index] = factors
+        return core, residuals, rule.expand_factors(factors)
 
     def _mix_for(self, index: int) -> torch.Tensor:
-        """a_i: the weight of residual i in τres for tensor `index` (norm matching and the 1/N)."""
+        """a: the weights of the f̃i in τres for tensor `index`."""
         p = self.parameters
-        n = self.n_models
         if p.norm_matching == "none":
-            return torch.full((n,), 1.0 / n, dtype=torch.float64)
+            return rule.uniform_mix(self.n_models)
         if p.norm_matching == "global":
             return self.mix
-        return _norm_matching_mix(self._layer_grams[index].diagonal())
+        return rule.norm_matching_mix(self._layer_grams[index].diagonal())
 
     # ---------------------------------------------------------------- passes
     def observe(self, pass_index: int, slot: TensorSlot) -> None:
+        p = self.parameters
         if pass_index == 0:
             if slot.group.in_subspace:
-                block = self._gram_block(self._task_matrix(slot))
-                if self.parameters.real_scope == "layer":
-                    self._layer_coefficients[slot.index] = self._coefficients_from_gram(block)[0]
+                task_matrix = self._task_vectors(slot).reshape(slot.n_models, -1)
+                block = rule.gram_block(task_matrix, center=p.center, block_weight=p.block_weight)
+                if p.real_scope == "layer":
+                    self._layer_coefficients[slot.index] = rule.real_core_coefficients(block, p.real_rank)[0]
                     self._layer_names[slot.index] = slot.name
                 self._gram += block
             return
-        core, residuals, truncated = self._truncated_residuals(slot)
+        core, residuals, truncated = self._core_and_residuals(slot)
         flat = truncated.reshape(slot.n_models, -1).double()
         gram = flat @ flat.mT
         self._core_sq += core.double().pow(2).sum()
         self._before_sq += residuals.reshape(slot.n_models, -1).double().pow(2).sum(dim=1)
         self._residual_gram += gram
-        if self.parameters.norm_matching == "layer":
+        if p.norm_matching == "layer":
             self._layer_grams[slot.index] = gram
 
     def reduce(self, pass_index: int, all_reduce) -> None:
@@ -232,79 +202,137 @@ class R2M(MergeMethod):
         self._layer_res_sq = packed[-1].clone()
 
     def _local_layer_residual_sq(self) -> torch.Tensor:
+        """Σ_l aᵀ R^l a with a per-tensor mix (``norm_matching: layer``), over this process's tensors."""
         total = torch.zeros((), dtype=torch.float64)
         for gram in self._layer_grams.values():
-            a = _norm_matching_mix(gram.diagonal())
+            a = rule.norm_matching_mix(gram.diagonal())
             total += a @ gram @ a
         return total
 
     def end_pass(self, pass_index: int) -> None:
         p = self.parameters
         if pass_index == 0:
-            self.coefficients, self.eigenvalues = self._coefficients_from_gram(self._gram)
+            self.coefficients, self.eigenvalues = rule.real_core_coefficients(self._gram, p.real_rank)
             return
-        n = self.n_models
-        residual_gram = self._residual_gram
-        if p.norm_matching == "global":
-            self.mix = _norm_matching_mix(residual_gram.diagonal())
-            res_sq = self.mix @ residual_gram @ self.mix
-        elif p.norm_matching == "none":
-            self.mix = torch.full((n,), 1.0 / n, dtype=torch.float64)
-            res_sq = self.mix @ residual_gram @ self.mix
-        else:
+        if p.norm_matching == "layer":
             res_sq = self._layer_res_sq if self._layer_res_reduced else self._local_layer_residual_sq()
-        self.core_norm = math.sqrt(max(float(self._core_sq), 0.0))
-        self.residual_norm = math.sqrt(max(float(res_sq), 0.0))
-        if self.residual_norm <= RESIDUAL_DROP_TOLERANCE * self.core_norm or self.residual_norm == 0.0:
-            self.residual_dropped = True
-            self.eta = 0.0
-        elif p.eta == "relative":
-            self.eta = p.alpha * self.core_norm / self.residual_norm
-        elif p.eta == "kit":
-            self.eta = p.alpha * self.core_norm
         else:
-            self.eta = p.alpha
-        self._collect_warnings()
+            diagonal = self._residual_gram.diagonal()
+            self.mix = (
+                rule.norm_matching_mix(diagonal) if p.norm_matching == "global" else rule.uniform_mix(len(diagonal))
+            )
+            res_sq = self.mix @ self._residual_gram @ self.mix
+        self.core_norm = rule.norm(self._core_sq)
+        self.residual_norm = rule.norm(res_sq)
+        self.eta, self.residual_dropped = rule.residual_strength(p.eta, p.alpha, self.core_norm, self.residual_norm)
+        self._warnings = self._diagnose()
 
     def merge(self, slot: TensorSlot) -> torch.Tensor:
-        core, _, truncated = self._truncated_residuals(slot)
+        core, _, truncated = self._core_and_residuals(slot)
         self._cache.pop(slot.index, None)
-        merged = slot.base + core
-        if self.eta != 0.0:
-            a = self._mix_for(slot.index).to(truncated.dtype)
-            merged = merged + self.eta * torch.tensordot(a, truncated, dims=1)
-        return merged
+        mix = self._mix_for(slot.index) if self.eta != 0.0 else None
+        return rule.combine(slot.base, core, truncated, self.eta, mix)
+
+    # ---------------------------------------------------------------- declarations
+    def extra_memory_bytes(
+        self, shapes: Mapping[str, tuple[int, ...]], groups: Mapping[str, Group], itemsize: int
+    ) -> int:
+        """The cache of truncated residuals between passes: N factor pairs (m × r and r × n) per truncated matrix.
+
+        Nothing with ``residual_cache: recompute``, with ρ = 0, or where r covers the full rank; the energy rule's
+        rank is bounded by the full rank min(m, n).
+        """
+        p = self.parameters
+        if p.residual_cache != "memory":
+            return 0
+        total = 0
+        for name, shape in shapes.items():
+            shape = tuple(shape)
+            route = rule.truncation_route(groups[name], shape, self.n_models, p.residual_rank_ratio, p.residual_energy)
+            if route != "truncate":
+                continue
+            full = min(shape)
+            r = full if p.residual_energy is not None else rank_from_ratio(shape, p.residual_rank_ratio)
+            if p.residual_energy is None and r >= full:
+                continue
+            total += self.n_models * r * (shape[0] + shape[1]) * itemsize
+        return total
+
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
+
+    @classmethod
+    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
+        """The package defaults untuned, then each η mode over ρ × α (2 × 2, the budget of every tuned method)."""
+        rhos = (0.03, 0.1)
+        alphas = {"relative": (0.6, 1.5), "kit": (0.6, 1.5), "fixed": (1.0, 4.0)}
+        rows: dict[str, list[dict[str, Any]]] = {"r2m (defaults)": [{}]}
+        for eta, values in alphas.items():
+            rows[f"r2m (η {eta})"] = [{"eta": eta, "residual_rank_ratio": r, "alpha": a} for r in rhos for a in values]
+        return rows
+
+    @classmethod
+    def sensitivity_sweeps(cls) -> list[Sweep]:
+        """ρ (at the α chosen for η fixed) and α (η = α, at the chosen ρ): the residual's rank and strength."""
+        hold = {"eta": "fixed"}
+        return [
+            Sweep("rho", "residual_rank_ratio", (0.0, 0.01, 0.1, 1.0), row="r2m (η fixed)", hold=hold, keep=("alpha",)),
+            Sweep(
+                "alpha", "alpha", (0.0, 1.0, 2.0, 4.0), row="r2m (η fixed)", hold=hold, keep=("residual_rank_ratio",)
+            ),
+        ]
+
+    @classmethod
+    def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
+        ranks = report.get("ranks_kept") or {}
+        layer = "layer_coefficients" in report
+        return [
+            (
+                "real-core coefficients c",
+                "one per tensor (real_scope: layer)" if layer else format_numbers(report.get("coefficients"), ".4f"),
+            ),
+            ("Gram eigenvalues", format_numbers(report.get("gram_eigenvalues"))),
+            ("spectral gap", format_number(report.get("spectral_gap"), ".4f")),
+            (f"η ({report.get('eta_mode', '?')})", format_number(report.get("eta"))),
+            ("‖τcore‖", format_number(report.get("core_norm"))),
+            ("‖τres‖", format_number(report.get("residual_norm"))),
+            ("residual norms before truncation", format_numbers(report.get("residual_norms_before"))),
+            ("residual norms after truncation", format_numbers(report.get("residual_norms_after"))),
+            (
+                "ranks kept (min / mean / max)",
+                " / ".join(format_number(ranks.get(k), ".3g") for k in ("min", "mean", "max")),
+            ),
+            ("residual dropped", format_number(report.get("residual_dropped"))),
+        ]
 
     # ---------------------------------------------------------------- diagnostics
-    def _collect_warnings(self) -> None:
+    def _diagnose(self) -> list[str]:
+        warnings = []
         n = self.n_models
         c = self.coefficients
         if self.parameters.real_scope == "global" and c is not None:
             deviation = float((c * n - 1.0).abs().max())
             if deviation > NONUNIFORM_WARNING:
-                self.warnings.append(
+                warnings.append(
                     f"real-core coefficients c = {[round(float(x), 4) for x in c]} are far from uniform (1/N = "
                     f"{1 / n:.4f}): the 'real core' is dominated by some specialists; the task vectors may share little"
                 )
         gap = self.spectral_gap
         if gap is not None and gap < GAP_WARNING:
-            self.warnings.append(
+            warnings.append(
                 f"small spectral gap ({gap:.3f} relative) after eigenvalue {self.parameters.real_rank}: "
                 "the real core is poorly separated from the residuals"
             )
+        return warnings
 
     @property
     def spectral_gap(self) -> float | None:
         """(λ_k − λ_{k+1}) / λ_1 of the Gram matrix, or None when k = N."""
-        evals = self.eigenvalues
-        k = self.parameters.real_rank
-        if evals is None or k >= len(evals) or float(evals[0]) <= 0:
-            return None
-        return float((evals[k - 1] - evals[k]) / evals[0])
+        return rule.spectral_gap(self.eigenvalues, self.parameters.real_rank)
 
     def report(self) -> dict[str, Any]:
         ranks = [r for rs in self._ranks.values() for r in rs]
-        return {
+        report = {
             "gram_eigenvalues": [] if self.eigenvalues is None else [float(x) for x in self.eigenvalues],
             "spectral_gap": self.spectral_gap,
             "coefficients": None if self.coefficients is None else [float(x) for x in self.coefficients],
@@ -312,8 +340,8 @@ class R2M(MergeMethod):
             "residual_norm": self.residual_norm,
             "eta": self.eta,
             "eta_mode": self.parameters.eta,
-            "residual_norms_before": [math.sqrt(max(float(x), 0.0)) for x in self._before_sq],
-            "residual_norms_after": [math.sqrt(max(float(x), 0.0)) for x in self._residual_gram.diagonal()],
+            "residual_norms_before": [rule.norm(x) for x in self._before_sq],
+            "residual_norms_after": [rule.norm(x) for x in self._residual_gram.diagonal()],
             "ranks_kept": {
                 "per_matrix": self._ranks,
                 "min": min(ranks) if ranks else None,
@@ -321,24 +349,10 @@ class R2M(MergeMethod):
                 "mean": sum(ranks) / len(ranks) if ranks else None,
             },
             "residual_dropped": self.residual_dropped,
-            **(
-                {
-                    "layer_coefficients": {
-                        self._layer_names[i]: [round(float(x), 6) for x in c]
-                        for i, c in sorted(self._layer_coefficients.items())
-                    }
-                }
-                if self.parameters.real_scope == "layer"
-                else {}
-            ),
-            "warnings": list(self.warnings),
         }
-
-
-def _norm_matching_mix(norms_sq: torch.Tensor) -> torch.Tensor:
-    """a_i = m̄ / (N · ni) with m̄ = mean_i ni; a residual with ni = 0 contributes nothing."""
-    norms = norms_sq.clamp_min(0).sqrt()
-    n = norms.numel()
-    mean_norm = norms.mean()
-    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-    return torch.where(norms > 0, mean_norm / (n * safe), torch.zeros_like(norms))
+        if self.parameters.real_scope == "layer":
+            report["layer_coefficients"] = {
+                self._layer_names[i]: [round(float(x), 6) for x in c]
+                for i, c in sorted(self._layer_coefficients.items())
+            }
+        return report

@@ -1,7 +1,8 @@
 """Task arithmetic of Ilharco et al., "Editing models with task arithmetic" (ICLR 2023): θ = θ0 + λ Σ wt τt.
 
 Applied to every tensor alike (an element-wise rule has no small-matrix case); with unit weights λ = 1/N is
-weight averaging.
+weight averaging. The weights wt are rescaled to sum to N (wt · N / Σw, see :class:`MergeMethod`), so only their
+ratios matter and unit weights give θ0 + λ Σ τt.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import torch
 from pydantic import Field
 
 from ._common import ScaledParameters, weigh
-from .base import MergeMethod, TensorSlot
-from .registry import register_method
+from .base import MergeMethod, TensorSlot, Tunable
 
 
 class TaskArithmeticParameters(ScaledParameters):
@@ -22,13 +22,18 @@ class TaskArithmeticParameters(ScaledParameters):
     lambda_: float = Field(0.3, alias="lambda", ge=0.0, description="λ: scale of the summed task vectors")
 
 
-@register_method
 class TaskArithmetic(MergeMethod):
     """Add the λ-scaled, weighted sum of the task vectors to the base."""
 
     name = "task_arithmetic"
     parameters_model = TaskArithmeticParameters
     description = "task arithmetic: θ = θ0 + λ Σ wt τt"
+    order = 20
+    search_space = {"lambda": Tunable(0.05, 1.5)}
+
+    @classmethod
+    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
+        return {cls.name: [{"lambda": v} for v in (0.3, 0.5, 0.75, 1.0)]}
 
     def __init__(self, parameters: TaskArithmeticParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)

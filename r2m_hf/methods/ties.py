@@ -4,27 +4,30 @@ Per tensor: trim each τt to its top-`density` entries by magnitude, weigh by wt
 of the sum, and average the entries that agree with it (the disjoint mean); θ = θ0 + λ · that. Trimming is per tensor
 by default (peft's ``ties``); ``trim: global`` ranks each specialist's entries over the whole model, which needs two
 statistics passes (see :class:`GlobalMagnitudeThreshold`). Every tensor, the vector group included, goes through
-the same rule, as in peft and mergekit.
+the same rule, as in peft and mergekit. The weights wt are rescaled to sum to N (wt · N / Σw), so only their ratios
+matter and unit weights give the unweighted rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
+from ..groups import Group
 from ._common import (
     GlobalMagnitudeThreshold,
     KeptCounter,
     ScaledParameters,
     disjoint_merge,
     elect_sign,
+    format_numbers,
     magnitude_trim,
     weigh,
 )
-from .base import MergeMethod, TensorSlot
-from .registry import register_method
+from .base import MergeMethod, TensorSlot, Tunable
 
 
 class TiesParameters(ScaledParameters):
@@ -35,13 +38,22 @@ class TiesParameters(ScaledParameters):
     merge: Literal["mean", "sum"] = Field("mean", description="disjoint mean (TIES) or sum of the agreeing entries")
 
 
-@register_method
 class Ties(MergeMethod):
     """Trim, elect sign, disjoint merge."""
 
     name = "ties"
     parameters_model = TiesParameters
     description = "TIES: magnitude trim, sign election, disjoint mean of the agreeing entries"
+    order = 30
+    search_space = {
+        "lambda": Tunable(0.3, 3.0),
+        "density": Tunable(0.05, 1.0),
+        "trim": Tunable(choices=("tensor", "global")),
+    }
+
+    @classmethod
+    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
+        return {cls.name: [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]}
 
     def __init__(self, parameters: TiesParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)
@@ -79,6 +91,21 @@ class Ties(MergeMethod):
         weighted = weigh(trimmed, self.weights)
         merged = disjoint_merge(weighted, elect_sign(weighted), p.merge)
         return slot.base + p.lambda_ * merged
+
+    def extra_memory_bytes(
+        self, shapes: Mapping[str, tuple[int, ...]], groups: Mapping[str, Group], itemsize: int
+    ) -> int:
+        """The global trim's two count tables (N × 2¹⁵ and N × 2¹⁶ int64), whatever the model size."""
+        if self._global is None:
+            return 0
+        return (self._global.high.numel() + self._global.low.numel()) * self._global.high.element_size()
+
+    @classmethod
+    def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
+        rows = [("kept fraction per specialist", format_numbers(report.get("kept_fraction"), ".3f"))]
+        if "global_thresholds" in report:
+            rows.append(("global magnitude thresholds", format_numbers(report["global_thresholds"])))
+        return rows
 
     def report(self) -> dict[str, Any]:
         p = self.parameters

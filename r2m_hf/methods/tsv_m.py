@@ -2,32 +2,42 @@
 
 Per 2-D tensor of the subspace group whose smaller side r is at least T: keep the top k = ⌊r/T⌋ singular triplets of
 each (weighted) Δt, stack U = [U1 … UT], Σ = diag(σ1 … σT), V = [V1 … VT], replace U and V by their orthogonal
-polar factors and set Δ = U⊥ Σ V⊥ᵀ; θ = θ0 + λ Δ. Every other tensor takes the vector rule θ0 + λ τ̄.
+polar factors and set Δ = U⊥ Σ V⊥ᵀ; θ = θ0 + λ Δ. Every other tensor takes the vector rule θ0 + λ τ̄. The weights
+wt are rescaled to sum to N (wt · N / Σw), so only their ratios matter and unit weights give the unweighted rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from ..linalg import compute_dtype, polar_factor, truncated_svd
-from ._common import ScaledParameters, vector_rule, weigh
-from .base import MergeMethod, TensorSlot
-from .registry import register_method
+from ._common import ScaledParameters, svd_path_rows, vector_rule, weigh
+from .base import MergeMethod, TensorSlot, Tunable
 
 
 class TsvMParameters(ScaledParameters):
     """TSV-M's parameters."""
 
 
-@register_method
 class TsvM(MergeMethod):
     """Task-singular-vector merge: per-task top-⌊r/T⌋ SVDs, decorrelated by polar factors."""
 
     name = "tsv_m"
     parameters_model = TsvMParameters
     description = "TSV-M: per-task top-⌊r/T⌋ singular vectors, orthogonalised by polar factors"
+    order = 60
+    search_space = {"lambda": Tunable(0.3, 2.0)}
+
+    @classmethod
+    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
+        return {cls.name: [{"lambda": v} for v in (0.5, 0.75, 1.0, 1.5)]}
+
+    @classmethod
+    def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return svd_path_rows(report)
 
     def __init__(self, parameters: TsvMParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)

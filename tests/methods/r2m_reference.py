@@ -1,4 +1,4 @@
-"""An independent, float64, in-memory reference of R²M, written straight from ``docs/r2m-method.md``.
+"""An independent, float64, in-memory reference of R²M, written straight from ``docs/method.md``.
 
 It deliberately does not import ``r2m_hf.methods.r2m``: the tests compare the real method with this file. It favours
 plain, step-by-step code over speed (every tensor is held in memory). Step numbers follow the method page.

@@ -1,5 +1,8 @@
-"""Tests of the baseline merge methods: peft cross-checks, the papers' equations written out independently in float64,
-TIES's global trim, DARE's seeding, the vector-rule fallbacks, weights, and parameter validation."""
+"""Tests of the element-wise baseline methods and what every baseline shares: peft cross-checks, TIES's global trim,
+DARE's seeding, weights, and parameter validation. The SVD baselines and Model Stock are in test_svd_baselines.py.
+
+Per-model weights reach every method rescaled to w·N/Σw (tests/methods/test_weights.py checks that for every
+method); the cross-checks below hand the same rescaled weights to peft."""
 
 from __future__ import annotations
 
@@ -8,69 +11,18 @@ import warnings
 
 import pytest
 import torch
+
+# tests/ is not a package: pytest puts this folder on sys.path
+from baseline_cases import BASELINES, GROUPS, LAYOUT, T, close, make_models, rescaled, run, task_vectors
 from peft.utils import merge_utils as peft_merge
 
 from r2m_hf.engine import build_method, merge_state_dicts
-from r2m_hf.errors import ConfigError, MethodError
+from r2m_hf.errors import ConfigError
 from r2m_hf.groups import Group
 from r2m_hf.methods._common import dare_seed
 from r2m_hf.methods.registry import available_methods
 
 torch.set_num_threads(1)
-
-T = 3
-BASELINES = [
-    "average",
-    "task_arithmetic",
-    "ties",
-    "dare_linear",
-    "dare_ties",
-    "cart",
-    "tsv_m",
-    "iso_c",
-    "iso_cts",
-    "model_stock",
-]
-# name -> (shape, group). 12×8 and 6×10 are SVD-eligible (tall and wide); 3×7 is eligible but Iso-CTS has s = 0;
-# 2×16 has a smaller side below T; "proj" is an eligible matrix outside the truncatable group.
-LAYOUT = {
-    "blocks.0.attn.query.weight": ((12, 8), Group.TRUNCATABLE),
-    "blocks.0.mlp.fc2.weight": ((6, 10), Group.TRUNCATABLE),
-    "blocks.0.attn.query.bias": ((12,), Group.VECTOR),
-    "blocks.0.norm.weight": ((8,), Group.VECTOR),
-    "patch.weight": ((4, 3, 2, 2), Group.SUBSPACE),
-    "proj.weight": ((9, 5), Group.SUBSPACE),
-    "narrow.weight": ((3, 7), Group.SUBSPACE),
-    "tiny.weight": ((2, 16), Group.SUBSPACE),
-}
-GROUPS = {name: group for name, (_, group) in LAYOUT.items()}
-MATRICES = ["blocks.0.attn.query.weight", "blocks.0.mlp.fc2.weight", "proj.weight", "narrow.weight"]
-
-
-def make_models(seed: int = 0, n: int = T, layout=LAYOUT):
-    """A base and `n` specialists with a shared and a private part in every task vector."""
-    gen = torch.Generator().manual_seed(seed)
-    base, models = {}, [{} for _ in range(n)]
-    for name, (shape, _) in layout.items():
-        base[name] = torch.randn(shape, generator=gen, dtype=torch.float64)
-        shared = 0.5 * torch.randn(shape, generator=gen, dtype=torch.float64)
-        for m in models:
-            m[name] = base[name] + shared + torch.randn(shape, generator=gen, dtype=torch.float64)
-    return base, models
-
-
-def task_vectors(base, models, name):
-    return torch.stack([m[name] - base[name] for m in models])
-
-
-def run(method, parameters=None, base=None, models=None, groups=GROUPS, **kwargs):
-    if models is None:
-        base, models = make_models()
-    return merge_state_dicts(method, parameters, base, models, groups, dtype=torch.float64, **kwargs)
-
-
-def close(a, b, tol=1e-10):
-    return torch.allclose(a, b, atol=tol, rtol=tol)
 
 
 # --- registry and validation -------------------------------------------------------------------------------------
@@ -145,7 +97,7 @@ def test_task_arithmetic_matches_peft():
     merged, _ = run("task_arithmetic", {"lambda": 0.4}, base, models, weights=weights)
     for name in LAYOUT:
         tv = list(task_vectors(base, models, name))
-        expected = base[name] + 0.4 * peft_merge.task_arithmetic(tv, torch.tensor(weights, dtype=torch.float64))
+        expected = base[name] + 0.4 * peft_merge.task_arithmetic(tv, rescaled(weights))
         assert close(merged[name], expected)
 
 
@@ -169,7 +121,7 @@ def test_ties_weights_enter_before_the_sign_election():
     ones = torch.ones(T, dtype=torch.float64)
     merged, _ = run("ties", {"density": 0.5}, base, models, weights=weights)
     for name in LAYOUT:
-        weighted = [w * tv for w, tv in zip(weights, task_vectors(base, models, name))]
+        weighted = [w * tv for w, tv in zip(rescaled(weights), task_vectors(base, models, name))]
         assert close(merged[name], base[name] + peft_merge.ties(weighted, ones, 0.5, majority_sign_method="total"))
 
 
@@ -194,11 +146,11 @@ def seeded_peft_drop(tv, density, seed, name):
 
 def test_dare_linear_matches_peft_with_the_same_drop_mask():
     base, models = make_models()
-    weights = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    merged, _ = run("dare_linear", {"density": 0.4, "seed": 3}, base, models, weights=weights.tolist())
+    weights = [0.5, 1.0, 2.0]
+    merged, _ = run("dare_linear", {"density": 0.4, "seed": 3}, base, models, weights=weights)
     for name in LAYOUT:
         dropped = seeded_peft_drop(task_vectors(base, models, name), 0.4, 3, name)
-        assert close(merged[name], base[name] + 0.3 * peft_merge.task_arithmetic(dropped, weights))
+        assert close(merged[name], base[name] + 0.3 * peft_merge.task_arithmetic(dropped, rescaled(weights)))
 
 
 def test_dare_ties_matches_peft_with_the_same_drop_mask():
@@ -307,173 +259,6 @@ def test_ties_global_statistics_reduce_across_processes():
             assert torch.equal(method.merge(slot), whole[slot.name])
 
 
-# --- SVD methods against the papers' equations -------------------------------------------------------------------
-
-
-def polar(a):
-    u, _, vh = torch.linalg.svd(a, full_matrices=False)
-    return u @ vh
-
-
-def vector_rule(base, models, name, lam=1.0):
-    return base[name] + lam * task_vectors(base, models, name).mean(0)
-
-
-def reference_tsv_m(deltas):
-    k = min(deltas.shape[1:]) // deltas.shape[0]
-    us, ss, vs = [], [], []
-    for d in deltas:
-        u, s, vh = torch.linalg.svd(d, full_matrices=False)
-        us.append(u[:, :k]), ss.append(s[:k]), vs.append(vh[:k].T)
-    u, s, v = torch.cat(us, 1), torch.cat(ss), torch.cat(vs, 1)
-    return polar(u) @ torch.diag(s) @ polar(v).T
-
-
-def reference_iso_c(deltas):
-    u, s, vh = torch.linalg.svd(deltas.sum(0), full_matrices=False)
-    return s.mean() * u @ vh
-
-
-def reference_iso_cts(deltas, fraction):
-    # the authors' layout: task-specific blocks first, then the common space
-    n, r = deltas.shape[0], min(deltas.shape[1:])
-    common = int(r * fraction)
-    common = r - round((r - common) / n) * n
-    per_task = (r - common) // n
-    if per_task == 0:
-        return None  # s = 0: the method falls back to the vector rule
-    u, s, vh = torch.linalg.svd(deltas.sum(0), full_matrices=False)
-    uc, sc, vhc = u[:, :common], s[:common], vh[:common]
-    us, ss, vhs = [], [], []
-    for d in deltas:
-        ut, st, vht = torch.linalg.svd(d - uc @ uc.T @ d, full_matrices=False)
-        us.append(ut[:, :per_task]), ss.append(st[:per_task]), vhs.append(vht[:per_task])
-    u_all, s_all, vh_all = torch.cat(us + [uc], 1), torch.cat(ss + [sc]), torch.cat(vhs + [vhc], 0)
-    return s_all.mean() * polar(u_all) @ polar(vh_all)
-
-
-@pytest.mark.parametrize(
-    ("method", "reference", "parameters"),
-    [
-        ("tsv_m", reference_tsv_m, {"lambda": 0.9}),
-        ("iso_c", reference_iso_c, {"lambda": 0.9}),
-        ("iso_cts", lambda d: reference_iso_cts(d, 0.8), {"lambda": 0.9}),
-        ("iso_cts", lambda d: reference_iso_cts(d, 0.5), {"lambda": 0.9, "common_fraction": 0.5}),
-    ],
-)
-def test_svd_methods_match_the_papers(method, reference, parameters):
-    base, models = make_models(6)
-    merged, report = run(method, parameters, base, models)
-    svd_names = [n for n in MATRICES if reference(task_vectors(base, models, n)) is not None]
-    for name in LAYOUT:
-        if name in svd_names:
-            expected = base[name] + 0.9 * reference(task_vectors(base, models, name))
-        else:  # vector group, 4-D, smaller side below T, and (Iso-CTS) s = 0: the mean task vector, never zero
-            expected = vector_rule(base, models, name, 0.9)
-            assert not close(merged[name], base[name])
-        assert close(merged[name], expected), name
-    assert report["tensors"] == {"svd": len(svd_names), "vector_rule": len(LAYOUT) - len(svd_names)}
-    # f = 0.8: s = 0 on the 9×5 and 3×7 matrices; f = 0.5 leaves every eligible matrix an s ≥ 1
-    assert len(svd_names) == {"iso_cts": 2 if parameters.get("common_fraction", 0.8) == 0.8 else 4}.get(method, 4)
-
-
-def test_tsv_m_sums_task_vectors_with_orthogonal_low_rank_supports():
-    # the paper's motivation: with disjoint singular subspaces of rank ≤ ⌊r/T⌋, TSV-M is exact task arithmetic
-    gen = torch.Generator().manual_seed(7)
-    left, _ = torch.linalg.qr(torch.randn(12, 6, generator=gen, dtype=torch.float64))
-    right, _ = torch.linalg.qr(torch.randn(8, 6, generator=gen, dtype=torch.float64))
-    base = {"w": torch.randn(12, 8, generator=gen, dtype=torch.float64)}
-    models = []
-    for t in range(T):
-        sigma = torch.diag(torch.rand(2, generator=gen, dtype=torch.float64) + 1)
-        models.append({"w": base["w"] + left[:, 2 * t : 2 * t + 2] @ sigma @ right[:, 2 * t : 2 * t + 2].T})
-    merged, _ = run("tsv_m", None, base, models, groups={"w": Group.TRUNCATABLE})
-    assert close(merged["w"], base["w"] + task_vectors(base, models, "w").sum(0))
-
-
-def test_iso_c_flattens_the_spectrum():
-    base, models = make_models(8)
-    merged, _ = run("iso_c", None, base, models)
-    s = torch.linalg.svdvals(merged["proj.weight"] - base["proj.weight"])
-    target = torch.linalg.svdvals(task_vectors(base, models, "proj.weight").sum(0)).mean()
-    assert close(s, torch.full_like(s, target.item()), 1e-9)
-
-
-def test_iso_cts_with_one_direction_per_task_on_a_square_matrix():
-    # r = 3 = T with f = 0: s = 1, k = 0 (no common space) -- the smallest Iso-CTS that is not a fallback
-    layout = {"w": ((3, 5), Group.SUBSPACE)}
-    base, models = make_models(9, layout=layout)
-    merged, report = run("iso_cts", {"common_fraction": 0.0}, base, models, groups={"w": Group.SUBSPACE})
-    assert close(merged["w"], base["w"] + reference_iso_cts(task_vectors(base, models, "w"), 0.0))
-    assert report["tensors"]["svd"] == 1
-
-
-def test_cart_matches_the_paper():
-    base, models = make_models(10)
-    merged, report = run("cart", {"rank_ratio": 0.3, "lambda": 0.7}, base, models)
-    for name in LAYOUT:
-        tv = task_vectors(base, models, name)
-        mean = tv.mean(0)
-        expected = base[name] + mean
-        if GROUPS[name] is Group.TRUNCATABLE:
-            k = max(1, int(0.3 * min(tv.shape[1:])))
-            for c in tv - mean:
-                u, s, vh = torch.linalg.svd(c, full_matrices=False)
-                expected = expected + 0.7 * (u[:, :k] * s[:k]) @ vh[:k]
-        assert close(merged[name], expected), name
-    assert report["tensors"] == {"low_rank": 2, "average": len(LAYOUT) - 2}
-    assert report["ranks"] == {"min": 1, "max": 2}
-
-
-def test_cart_randomized_svd_is_close_to_exact():
-    # task vectors with a decaying spectrum plus noise, as fine-tuning deltas have
-    gen = torch.Generator().manual_seed(11)
-    base = {"w": torch.randn(80, 60, generator=gen, dtype=torch.float64)}
-    spectrum = 10 * torch.exp(-torch.arange(30, dtype=torch.float64) / 3)
-    models = []
-    for _ in range(T):
-        u, _ = torch.linalg.qr(torch.randn(80, 30, generator=gen, dtype=torch.float64))
-        v, _ = torch.linalg.qr(torch.randn(60, 30, generator=gen, dtype=torch.float64))
-        noise = 0.01 * torch.randn(80, 60, generator=gen, dtype=torch.float64)
-        models.append({"w": base["w"] + (u * spectrum) @ v.T + noise})
-    groups = {"w": Group.TRUNCATABLE}
-    exact, _ = run("cart", {"rank_ratio": 0.1}, base, models, groups=groups)
-    fast, _ = run("cart", {"rank_ratio": 0.1, "svd": "randomized"}, base, models, groups=groups)
-    average, _ = run("average", None, base, models, groups=groups)
-    low_rank = (exact["w"] - average["w"]).norm()
-    assert (exact["w"] - fast["w"]).norm() < 0.02 * low_rank
-
-
-def test_model_stock_matches_the_paper():
-    base, models = make_models(12)
-    merged, report = run("model_stock", None, base, models)
-    for name in LAYOUT:
-        tv = task_vectors(base, models, name).reshape(T, -1)
-        pairs = [(i, j) for i in range(T) for j in range(i + 1, T)]
-        cosines = [torch.nn.functional.cosine_similarity(tv[i], tv[j], dim=0) for i, j in pairs]
-        cos = torch.stack(cosines).mean()
-        t = T * cos / (1 + (T - 1) * cos)
-        expected = t * torch.stack([m[name] for m in models]).mean(0) + (1 - t) * base[name]
-        assert close(merged[name], expected), name
-    assert report["tensors"] == len(LAYOUT) and 0 < report["t_min"] <= report["t_max"] < 1
-
-
-def test_model_stock_guards():
-    layout = {"w": ((4, 5), Group.SUBSPACE)}
-    base, models = make_models(13, layout=layout)
-    groups = {"w": Group.SUBSPACE}
-    # a zero task vector counts as orthogonal: finite, and pulled towards θ0
-    frozen = [models[0], models[1], {"w": base["w"].clone()}]
-    merged, _ = run("model_stock", None, base, frozen, groups=groups)
-    assert torch.isfinite(merged["w"]).all()
-    # opposite task vectors (1 + (T−1) cos φ = 0): θ0, not inf
-    opposite = [models[0], {"w": 2 * base["w"] - models[0]["w"]}]
-    merged, _ = run("model_stock", None, base, opposite, groups=groups)
-    assert close(merged["w"], base["w"])
-    with pytest.raises(MethodError):
-        run("model_stock", None, base, models[:1], groups=groups)
-
-
 # --- shared properties -------------------------------------------------------------------------------------------
 
 
@@ -501,25 +286,15 @@ def test_identical_specialists_give_the_specialist(method, parameters):
     ("method", "parameters"),
     [
         ("average", None),
-        ("task_arithmetic", {"lambda": 1.0}),
-        ("ties", {"density": 1.0}),
-        ("dare_linear", {"density": 1.0, "lambda": 1.0}),
-        ("dare_ties", {"density": 1.0}),
+        ("task_arithmetic", {"lambda": 1 / T}),
+        ("ties", {"density": 1.0, "lambda": 1 / T}),
+        ("dare_linear", {"density": 1.0, "lambda": 1 / T}),
+        ("dare_ties", {"density": 1.0, "lambda": 1 / T}),
         ("cart", None),
     ],
 )
 def test_a_zero_weight_removes_a_specialist(method, parameters):
+    # weights [1, 0, 0] reach the method as [T, 0, 0] (w·N/Σw): a summing rule needs λ = 1/T to give the specialist
     base, models = make_models(15)
     merged, _ = run(method, parameters, base, models, weights=[1.0, 0.0, 0.0])
     assert all(close(merged[n], models[0][n]) for n in LAYOUT)
-
-
-@pytest.mark.parametrize("method", ["tsv_m", "iso_c", "iso_cts"])
-def test_svd_methods_scale_with_uniform_weights_and_keep_the_normalised_vector_rule(method):
-    base, models = make_models(16)
-    one, _ = run(method, None, base, models)
-    two, _ = run(method, None, base, models, weights=[2.0] * T)
-    for name in LAYOUT:
-        eligible = name in MATRICES and (method != "iso_cts" or name not in ("narrow.weight", "proj.weight"))
-        factor = 2.0 if eligible else 1.0
-        assert close(two[name] - base[name], factor * (one[name] - base[name]), 1e-9), name

@@ -1,76 +1,19 @@
-"""R²M through the engine (`merge_state_dicts`) against the independent float64 reference, plus the properties and
-interactions listed in ``docs/r2m-method.md``."""
+"""R²M through the engine (`merge_state_dicts`) against the independent float64 reference, and the properties listed
+in ``docs/method.md``. The pure steps of the rule are tested one by one in test_r2m_math.py, the report, warnings,
+parameter errors and the parts' interactions in test_r2m_report.py."""
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 
 import pytest
 import torch
 
-from r2m_hf.engine import merge_state_dicts
-from r2m_hf.errors import ConfigError
+# tests/ is not a package: pytest puts this folder on sys.path
+from r2m_cases import F64, GROUPS, TOL, make_models, max_diff, mean_model, per_matrix_ranks, run
+from r2m_reference import coefficients_from_eigenvectors, r2m_reference
+
 from r2m_hf.groups import Group
-
-try:
-    from .r2m_reference import coefficients_from_eigenvectors, r2m_reference
-except ImportError:  # tests/ is not a package: pytest puts this folder on sys.path
-    from r2m_reference import coefficients_from_eigenvectors, r2m_reference
-
-F64 = torch.float64
-TOL = 1e-10
-
-# A miniature ViT backbone: every group, 2-D weights both tall and wide, 3-D / 4-D subspace tensors.
-SHAPES: dict[str, tuple[tuple[int, ...], Group]] = {
-    "embeddings.patch_embeddings.projection.weight": ((12, 3, 2, 2), Group.SUBSPACE),
-    "embeddings.patch_embeddings.projection.bias": ((12,), Group.VECTOR),
-    "embeddings.position_embeddings": ((1, 5, 12), Group.SUBSPACE),
-    "encoder.layer.0.layernorm_before.weight": ((12,), Group.VECTOR),
-    "encoder.layer.0.layernorm_before.bias": ((12,), Group.VECTOR),
-    "encoder.layer.0.intermediate.dense.weight": ((16, 12), Group.TRUNCATABLE),
-    "encoder.layer.0.intermediate.dense.bias": ((16,), Group.VECTOR),
-    "encoder.layer.0.output.dense.weight": ((12, 16), Group.TRUNCATABLE),
-    "encoder.layer.0.output.dense.bias": ((12,), Group.VECTOR),
-}
-GROUPS = {name: group for name, (_, group) in SHAPES.items()}
-SCALES = (1.0, 0.8, 0.6, 0.45)
-
-
-def make_models(n: int, seed: int = 0, shared: float = 0.1, own: float = 0.1, scales=SCALES):
-    """θ0 and N specialists θi = θ0 + shared·z + own·scale_i·zi (distinct sizes, so the spectrum has gaps)."""
-    g = torch.Generator().manual_seed(seed)
-    base = {name: torch.randn(shape, generator=g, dtype=F64) for name, (shape, _) in SHAPES.items()}
-    common = {name: shared * torch.randn(shape, generator=g, dtype=F64) for name, (shape, _) in SHAPES.items()}
-    models = [
-        {
-            name: base[name] + common[name] + own * scales[i] * torch.randn(shape, generator=g, dtype=F64)
-            for name, (shape, _) in SHAPES.items()
-        }
-        for i in range(n)
-    ]
-    return base, models
-
-
-def run(params, base, models, groups=GROUPS, dtype=F64):
-    # The reference truncates with the exact SVD; the randomised default is bounded in its own test below.
-    return merge_state_dicts("r2m", {"svd": "exact", **params}, base, models, groups, dtype=dtype)
-
-
-def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-
-
-def per_matrix_ranks(report) -> dict:
-    ranks = report["ranks_kept"]
-    return ranks.get("per_matrix", ranks) if isinstance(ranks, dict) else ranks
-
-
-def mean_model(base, models):
-    return {k: base[k] + sum(m[k] - base[k] for m in models) / len(models) for k in base}
-
 
 # ---------------------------------------------------------------------------------------------- against the reference
 OPTION_CASES = [
@@ -187,7 +130,7 @@ def test_float32_compute_close_to_reference():
 
 
 def test_small_truncatable_matrix_is_not_truncated():
-    """r2m-method.md, Baselines: "Matrices whose smaller side is below N … never go through an SVD method"."""
+    """docs/method.md: a matrix whose smaller side is below N never goes through an SVD (vector-group rule)."""
     groups = {"w": Group.TRUNCATABLE, "big": Group.TRUNCATABLE}
     g = torch.Generator().manual_seed(3)
     base = {"w": torch.randn(2, 12, generator=g, dtype=F64), "big": torch.randn(12, 12, generator=g, dtype=F64)}
@@ -343,139 +286,3 @@ def test_scaling_task_vectors_scales_the_merge(params, s):
     assert report_s["core_norm"] == pytest.approx(s * report["core_norm"], rel=1e-10)
     assert report_s["eta"] == pytest.approx(report["eta"], rel=1e-9)
     assert report_s["coefficients"] == pytest.approx(report["coefficients"], abs=1e-12)
-
-
-# ---------------------------------------------------------------------------------------------- interactions
-def test_rank_budget_decides_whether_the_residual_exists():
-    """τi = shared + si (shared rank 6, own parts rank 4, width 120, N = 3): at r = 4 and η = N the merge gets
-    close to shared + Σ si; a budget that covers the others' parts falls back to averaging's error."""
-    n, width = 3, 120
-    g = torch.Generator().manual_seed(0)
-
-    def low_rank(r):
-        m = torch.randn(width, r, generator=g, dtype=F64) @ torch.randn(r, width, generator=g, dtype=F64)
-        return m / m.norm()
-
-    shared, own = low_rank(6), [low_rank(4) for _ in range(n)]
-    base = {"w": torch.randn(width, width, generator=g, dtype=F64)}
-    models = [{"w": base["w"] + shared + s} for s in own]
-    groups = {"w": Group.TRUNCATABLE}
-    target = shared + sum(own)
-
-    def error(merged_w):
-        return float((merged_w - base["w"] - target).norm() / target.norm())
-
-    avg_error = error(mean_model(base, models)["w"])
-    assert avg_error > 0.4
-
-    def r2m_error(ratio, alpha):
-        merged, report = run({"residual_rank_ratio": ratio, "eta": "fixed", "alpha": alpha}, base, models, groups)
-        return error(merged["w"]), report
-
-    err_n, report = r2m_error(4.5 / width, float(n))  # r = ⌊4.5⌋ = 4
-    assert per_matrix_ranks(report) == {"w": [4, 4, 4]}
-    err_1, _ = r2m_error(4.5 / width, 1.0)
-    assert err_n < 0.5 * avg_error
-    assert err_n < err_1 < avg_error
-    for ratio in (0.1, 0.5):  # r = 12, 60: the other specialists' parts are kept too and cancel
-        for alpha in (1.0, float(n)):
-            err, _ = r2m_error(ratio, alpha)
-            assert abs(err - avg_error) < 0.05 * avg_error
-
-
-# ---------------------------------------------------------------------------------------------- report
-def test_report_is_sane():
-    n = 4
-    base, models = make_models(n, seed=40)
-    _, report = run({"real_rank": 2, "residual_rank_ratio": 0.25}, base, models)
-    json.dumps(report)
-    evals = report["gram_eigenvalues"]
-    assert len(evals) == n and all(a >= b for a, b in itertools.pairwise(evals))
-    ref = r2m_reference(base, models, GROUPS, real_rank=2, residual_rank_ratio=0.25)
-    c = report["coefficients"]
-    assert len(c) == n
-    assert sum(c) == pytest.approx(sum(ref.coefficients), abs=1e-12)
-    assert 0.0 < sum(c) <= 1.0 + 1e-12  # Σc = ‖U_kᵀ 1‖² / N
-    assert isinstance(report["spectral_gap"], float) and 0.0 <= report["spectral_gap"] <= 1.0
-    before, after = report["residual_norms_before"], report["residual_norms_after"]
-    assert len(before) == len(after) == n
-    assert all(a <= b * (1 + 1e-12) for a, b in zip(after, before, strict=True))
-    assert any(a < b * 0.999 for a, b in zip(after, before, strict=True))
-    assert report["core_norm"] > 0 and report["residual_norm"] > 0 and report["eta"] > 0
-    assert report["residual_dropped"] is False
-    assert isinstance(report["warnings"], list)
-
-
-def _orthogonal_specialists(sizes, seed=0):
-    """Specialists whose task vectors live on disjoint entries of one matrix (exactly orthogonal), of given norms."""
-    n = len(sizes)
-    groups = {"w": Group.TRUNCATABLE}
-    g = torch.Generator().manual_seed(seed)
-    base = {"w": torch.randn(12, 12, generator=g, dtype=F64)}
-    models = []
-    for i, size in enumerate(sizes):
-        tau = torch.zeros(12, 12, dtype=F64)
-        rows = slice(i * (12 // n), (i + 1) * (12 // n))
-        tau[rows] = torch.randn(12 // n, 12, generator=g, dtype=F64)
-        models.append({"w": base["w"] + size * tau / tau.norm()})
-    return base, models, groups
-
-
-def test_warns_when_c_is_far_from_uniform():
-    base, models, groups = _orthogonal_specialists([10.0, 1.0, 0.5])
-    _, report = run({}, base, models, groups)
-    c = report["coefficients"]
-    assert c[0] == pytest.approx(1 / 3, abs=1e-3) and abs(c[1]) < 0.01 and abs(c[2]) < 0.01
-    text = " ".join(report["warnings"]).lower()
-    assert "uniform" in text or "coefficient" in text
-
-
-def test_warns_when_the_spectral_gap_is_small():
-    base, models, groups = _orthogonal_specialists([1.0, 1.001, 1.002])
-    _, report = run({}, base, models, groups)
-    assert report["spectral_gap"] < 0.01
-    assert any("gap" in w.lower() for w in report["warnings"])
-
-
-def test_no_warning_for_alike_specialists():
-    base, models = make_models(3, seed=41, shared=1.0, own=0.05)
-    _, report = run({}, base, models)
-    assert report["coefficients"] == pytest.approx([1 / 3] * 3, abs=0.02)
-    assert report["warnings"] == []
-
-
-# ---------------------------------------------------------------------------------------------- bad parameters
-@pytest.mark.parametrize(
-    "params, key",
-    [
-        ({"rank": 2}, "rank"),
-        ({"eta": "foo"}, "eta"),
-        ({"residual_rank_ratio": 1.5}, "residual_rank_ratio"),
-        ({"residual_rank_ratio": -0.1}, "residual_rank_ratio"),
-        ({"real_rank": 0}, "real_rank"),
-        ({"real_rank": 4}, "real_rank"),  # k > N = 3
-        ({"blend": 1.5}, "blend"),
-        ({"alpha": -1.0}, "alpha"),
-        ({"residual_energy": 0.0}, "residual_energy"),
-        ({"residual_energy": 1.5}, "residual_energy"),
-        ({"block_weight": "bar"}, "block_weight"),
-        ({"real_scope": "model"}, "real_scope"),
-        ({"norm_matching": "all"}, "norm_matching"),
-        ({"svd": "lanczos"}, "svd"),
-    ],
-)
-def test_bad_parameters_raise_config_error(params, key):
-    base, models = make_models(3, seed=1)
-    with pytest.raises(ConfigError, match=key):
-        run(params, base, models)
-
-
-def test_layer_scope_reports_each_tensors_coefficients():
-    base, models = make_models(3)
-    _, report = run({"real_scope": "layer"}, base, models)
-    layer = report["layer_coefficients"]
-    subspace = [name for name, (_, group) in SHAPES.items() if group.in_subspace]
-    assert sorted(layer) == sorted(subspace)
-    assert all(len(c) == 3 for c in layer.values())
-    _, report = run({}, base, models)
-    assert "layer_coefficients" not in report

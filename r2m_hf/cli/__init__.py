@@ -1,0 +1,87 @@
+"""The ``r2m-hf`` command line: parse the arguments, call the API, print what it returns. Nothing else happens here.
+
+One module per verb group registers its parser and its ``run`` function (``merge``/``push``, ``eval``,
+``check-specialist``/``add``, ``demo``, ``bench``, ``methods``); each imports the API inside ``run``, so
+``r2m-hf --help`` imports neither torch nor transformers. Every :class:`~r2m_hf.errors.R2MError` is one
+``r2m-hf: error: ...`` line on stderr and exit code 2 (after its traceback with ``--debug``); Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+import warnings
+
+from ..errors import R2MError
+from . import bench, contrib, demo, evaluate, merge, methods
+from ._common import VerbParser, show_progress
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+VERB_MODULES = (merge, evaluate, contrib, demo, bench, methods)
+
+# Other libraries' progress bars (downloads, weight loading, dataset preparation): (library, the environment variable
+# it reads when imported, the module and function that turn its bars off once it is).
+_LIBRARY_BARS = (
+    ("huggingface_hub", "HF_HUB_DISABLE_PROGRESS_BARS", "huggingface_hub.utils", "disable_progress_bars"),
+    ("datasets", "HF_DATASETS_DISABLE_PROGRESS_BARS", "datasets", "disable_progress_bars"),
+    ("transformers", "HF_HUB_DISABLE_PROGRESS_BARS", "transformers.utils.logging", "disable_progress_bar"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every verb; verbs' options that need heavy imports load only when they run."""
+    parser = argparse.ArgumentParser(prog="r2m-hf", description="Merge deepfake-detector specialists with R²M.")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=VerbParser)
+    for module in VERB_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``r2m-hf ARGV``; returns the exit code (0, 2 for user errors and failed checks, 130 on Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    if not args.debug:
+        _quiet_libraries()
+    if not show_progress(args):
+        _hide_library_progress_bars()
+    try:
+        return args.run(args)
+    except R2MError as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"r2m-hf: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("r2m-hf: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `r2m-hf methods | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _quiet_libraries() -> None:
+    """Keep transformers to errors without importing it (it reads ``TRANSFORMERS_VERBOSITY`` when imported)."""
+    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+
+
+def _hide_library_progress_bars() -> None:
+    """Downloads', weight loading's and dataset preparation's bars follow ours: none off a terminal or with
+    ``--no-progress``. Each library reads its variable when imported; one already imported is told directly."""
+    import importlib
+
+    for library, variable, module, function in _LIBRARY_BARS:
+        os.environ[variable] = "1"
+        if library in sys.modules:
+            getattr(importlib.import_module(module), function)()

@@ -1,0 +1,228 @@
+"""R²M's per-tensor rule as pure functions, in the order the method applies them (see ``docs/method.md``).
+
+Symbols: N specialists with task vectors τi = θi − θ0 (already multiplied by their weights wi, which sum to N); for
+one tensor l, T_l is the N × P_l matrix of its flattened task vectors. Over the subspace group S the Gram matrix
+G = Σ_l w_l T_l T_lᵀ gives the real-core coefficients c = (1/N) U_k U_kᵀ 1 (U_k: its top-k eigenvectors); the real
+core is τcore = (1 − β) τ̄ + β Σi ci τi (τ̄ on the vector group V); the fake residuals fi = τi − τcore are rank-truncated
+to f̃i on the truncatable matrices M; the norm-matching mix a_i = m̄ / (N ni) (ni = ‖f̃i‖, m̄ their mean) averages them
+into τres = Σi a_i f̃i; η follows from its mode; and θ* = θ0 + τcore + η τres. Nothing here holds state or opens a file:
+``r2m.py`` accumulates the whole-model statistics (G, ‖τcore‖², the Gram of the f̃i) across passes and calls these.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from ..groups import Group
+from ..linalg import SvdMethod, rank_from_energy, rank_from_ratio, svd, top_eigenvectors, truncated_svd
+
+# A residual this small relative to the core is rounding noise (e.g. identical specialists); `eta: relative`
+# would otherwise blow it up to α‖τcore‖.
+RESIDUAL_DROP_TOLERANCE = 1e-6
+
+# Per residual: (U_r · S_r, Vh_r), whose product is the rank-r truncation f̃i.
+Factors = tuple[torch.Tensor, torch.Tensor]
+
+
+def gram_block(task_matrix: torch.Tensor, *, center: bool = False, block_weight: str = "none") -> torch.Tensor:
+    """One tensor's term w_l · T_l T_lᵀ of the Gram matrix G, in float64.
+
+    Args:
+        task_matrix (`torch.Tensor`): T_l, the N weighted task vectors of one tensor as flattened rows (N × P_l).
+        center (`bool`): subtract from every row the mean of its own entries before the product.
+        block_weight (`str`): w_l = 1 (``none``), 1/‖T_l‖_F² (``fro``) or P_l/‖T_l‖_F² (``size``); a tensor no
+            specialist changed (‖T_l‖ = 0) adds nothing.
+
+    Returns:
+        `torch.Tensor`: the N × N block.
+    """
+    t = task_matrix
+    if center:
+        t = t - t.mean(dim=1, keepdim=True)
+    t = t.double()
+    block = t @ t.mT
+    if block_weight != "none":
+        sq = float(block.diagonal().sum())
+        if sq <= 0:
+            return torch.zeros_like(block)
+        block = block / sq * (t.shape[1] if block_weight == "size" else 1.0)
+    return block
+
+
+def real_core_coefficients(gram: torch.Tensor, real_rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real-core coefficients c = (1/N) U_k U_kᵀ 1 of a Gram matrix, and its eigenvalues.
+
+    c does not depend on the eigenvectors' signs (U_k U_kᵀ is the projector on their span); k = N gives c = 1/N.
+
+    Args:
+        gram (`torch.Tensor`): G, symmetric N × N.
+        real_rank (`int`): k, the number of top eigenvectors spanning the real core.
+
+    Returns:
+        `(c, eigenvalues)`: c (N,) and G's eigenvalues in descending order, both float64.
+    """
+    n = gram.shape[0]
+    evals, u = top_eigenvectors(gram, real_rank)
+    ones = torch.ones(n, dtype=torch.float64)
+    return (u @ (u.mT @ ones)) / n, evals
+
+
+def real_core(task_vectors: torch.Tensor, coefficients: torch.Tensor | None, blend: float = 1.0) -> torch.Tensor:
+    """The real core τcore = (1 − β) τ̄ + β Σi ci τi of one tensor (τ̄ alone where there are no coefficients).
+
+    Args:
+        task_vectors (`torch.Tensor`): the weighted τi, N × shape.
+        coefficients (`torch.Tensor`, *optional*): c (N,) on the subspace group; `None` on the vector group.
+        blend (`float`): β ∈ [0, 1]; 1 is the pure projection, 0 the mean.
+
+    Returns:
+        `torch.Tensor`: τcore, shape of one task vector.
+    """
+    mean = task_vectors.mean(dim=0)
+    if coefficients is None:
+        return mean
+    core = torch.tensordot(coefficients.to(task_vectors.dtype), task_vectors, dims=1)
+    return core if blend == 1.0 else (1.0 - blend) * mean + blend * core
+
+
+def truncation_route(
+    group: Group, shape: tuple[int, ...], n_models: int, rank_ratio: float, energy: float | None
+) -> Literal["drop", "truncate", "keep"]:
+    """How the fake residuals of one tensor reach τres.
+
+    ``drop``: ρ = 0 without the energy rule removes every residual of every tensor. ``truncate``: a matrix of M whose
+    smaller side is at least N is rank-truncated (:func:`truncate_residuals`). ``keep``: every other tensor (the
+    vector group, the rest of S, matrices too small for an SVD) keeps its residuals whole.
+    """
+    if rank_ratio == 0.0 and energy is None:
+        return "drop"
+    if group is Group.TRUNCATABLE and len(shape) == 2 and min(shape) >= n_models:
+        return "truncate"
+    return "keep"
+
+
+def truncate_residuals(
+    residuals: torch.Tensor,
+    *,
+    rank_ratio: float,
+    energy: float | None = None,
+    svd_method: SvdMethod = "exact",
+    seed: int = 0,
+) -> list[Factors] | None:
+    """Rank-truncate the N residuals fi of one m × n matrix in one batched SVD: f̃i = SVD_r(fi).
+
+    r = max(1, ⌊ρ · min(m, n)⌋) for every residual, or with the energy rule the smallest ri whose singular values hold
+    a fraction e of Σσ² (exact SVD: it needs the whole spectrum).
+
+    Args:
+        residuals (`torch.Tensor`): fi stacked, N × m × n.
+        rank_ratio (`float`): ρ ∈ (0, 1].
+        energy (`float`, *optional*): e ∈ (0, 1]; replaces ρ when set.
+        svd_method (`str`): ``exact`` or ``randomized`` (seeded range finder) for the ρ rule.
+        seed (`int`): seed of the randomised SVD.
+
+    Returns:
+        `list[tuple]` or `None`: per residual the factors (U_r · S_r, Vh_r) of f̃i, in the residuals' dtype; `None`
+        when r covers the full rank (nothing to truncate).
+    """
+    if energy is not None:
+        u, s, vh = svd(residuals)
+        factors = []
+        for i in range(residuals.shape[0]):
+            r = rank_from_energy(s[i], energy)
+            factors.append(((u[i, :, :r] * s[i, :r]).to(residuals.dtype), vh[i, :r].to(residuals.dtype)))
+        return factors
+    shape = residuals.shape[1:]
+    r = rank_from_ratio(shape, rank_ratio)
+    if r >= min(shape):
+        return None
+    u, s, vh = truncated_svd(residuals, r, method=svd_method, seed=seed)
+    us = (u * s.unsqueeze(-2)).to(residuals.dtype)
+    return [(us[i], vh[i].to(residuals.dtype)) for i in range(residuals.shape[0])]
+
+
+def expand_factors(factors: list[Factors]) -> torch.Tensor:
+    """f̃i = (U_r S_r) Vh_r for every residual, stacked N × m × n."""
+    return torch.stack([us @ vh for us, vh in factors])
+
+
+def norm_matching_mix(norms_sq: torch.Tensor) -> torch.Tensor:
+    """The mix a_i = m̄ / (N · ni) that rescales every truncated residual to the mean norm m̄ before averaging.
+
+    Args:
+        norms_sq (`torch.Tensor`): ni² = ‖f̃i‖² (N,), over the whole model (``global``) or one tensor (``layer``).
+
+    Returns:
+        `torch.Tensor`: a (N,); a residual with ni = 0 gets a_i = 0 (it contributes nothing).
+    """
+    norms = norms_sq.clamp_min(0).sqrt()
+    n = norms.numel()
+    mean_norm = norms.mean()
+    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+    return torch.where(norms > 0, mean_norm / (n * safe), torch.zeros_like(norms))
+
+
+def uniform_mix(n_models: int) -> torch.Tensor:
+    """The mix a_i = 1/N of ``norm_matching: none`` (τres is the plain mean of the f̃i)."""
+    return torch.full((n_models,), 1.0 / n_models, dtype=torch.float64)
+
+
+def residual_strength(mode: str, alpha: float, core_norm: float, residual_norm: float) -> tuple[float, bool]:
+    """η from its mode: α‖τcore‖/‖τres‖ (``relative``), α‖τcore‖ (``kit``) or α (``fixed``).
+
+    A residual with ‖τres‖ ≤ 10⁻⁶ ‖τcore‖ (or 0) is rounding noise and is dropped (η = 0).
+
+    Args:
+        mode (`str`): ``relative``, ``kit`` or ``fixed``.
+        alpha (`float`): α ≥ 0.
+        core_norm (`float`): ‖τcore‖ over the backbone.
+        residual_norm (`float`): ‖τres‖ over the backbone.
+
+    Returns:
+        `(eta, dropped)`: η, and whether the residual was dropped.
+    """
+    if residual_norm <= RESIDUAL_DROP_TOLERANCE * core_norm or residual_norm == 0.0:
+        return 0.0, True
+    if mode == "relative":
+        return alpha * core_norm / residual_norm, False
+    if mode == "kit":
+        return alpha * core_norm, False
+    if mode == "fixed":
+        return alpha, False
+    raise ValueError(f"unknown eta mode {mode!r}")
+
+
+def combine(
+    base: torch.Tensor, core: torch.Tensor, truncated: torch.Tensor, eta: float, mix: torch.Tensor | None
+) -> torch.Tensor:
+    """The merged tensor θ* = θ0 + τcore + η Σi a_i f̃i.
+
+    Args:
+        base (`torch.Tensor`): θ0.
+        core (`torch.Tensor`): τcore.
+        truncated (`torch.Tensor`): f̃i stacked, N × shape.
+        eta (`float`): η (0 skips the residual term).
+        mix (`torch.Tensor`, *optional*): a (N,); unused (may be `None`) when η = 0.
+
+    Returns:
+        `torch.Tensor`: θ*.
+    """
+    merged = base + core
+    if eta != 0.0:
+        merged = merged + eta * torch.tensordot(mix.to(truncated.dtype), truncated, dims=1)
+    return merged
+
+
+def spectral_gap(eigenvalues: torch.Tensor | None, real_rank: int) -> float | None:
+    """(λ_k − λ_{k+1}) / λ_1 of the Gram matrix, or `None` when k = N (or G = 0)."""
+    if eigenvalues is None or real_rank >= len(eigenvalues) or float(eigenvalues[0]) <= 0:
+        return None
+    return float((eigenvalues[real_rank - 1] - eigenvalues[real_rank]) / eigenvalues[0])
+
+
+def norm(sq: torch.Tensor | float) -> float:
+    """√x for an accumulated squared norm (clamped at 0 against rounding)."""
+    return math.sqrt(max(float(sq), 0.0))

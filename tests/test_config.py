@@ -1,0 +1,193 @@
+"""The merge YAML (r2m_hf/config.py): what it accepts, and every malformed recipe as one ``ConfigError`` naming the
+file and the key, through the API and through ``r2m-hf merge``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from bad_input import Case, case_ids, check_api_error, check_cli_error, recipe
+from conftest import write_yaml
+
+from r2m_hf.config import MergeConfig, SourceSpec, head_choice, load_config, method_parameters, parse_config
+from r2m_hf.errors import ConfigError
+
+
+def yaml_syntax(zoo, tmp_path):
+    path = write_yaml(
+        tmp_path / "bad.yaml",
+        "merge_method: r2m\nbase_model: x\nmodels: [{model: a}, {model: b}\nparameters: {alpha: 0.5}\n",
+    )
+    return Case(path, ConfigError, ["YAML syntax error"], pattern=re.escape(f"{path}:4:") + r"\d+: YAML syntax error")
+
+
+def unknown_method(zoo, tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, method="r3m"))
+    return Case(path, ConfigError, [str(path), "unknown method 'r3m'", "known methods", "r2m", "task_arithmetic"])
+
+
+def unknown_top_level_key(zoo, tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, merge_methods="r2m"))
+    return Case(path, ConfigError, [str(path), "merge_methods: unknown key"])
+
+
+def unknown_parameter_key(zoo, tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, parameters={"alpah": 0.5}))
+    return Case(path, ConfigError, [str(path), "parameters.alpah: unknown key"])
+
+
+def unknown_model_parameter_key(zoo, tmp_path):
+    models = [{"model": str(zoo.specialists[0]), "parameters": {"wieght": 1}}, {"model": str(zoo.specialists[1])}]
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, models=models))
+    return Case(path, ConfigError, [str(path), "models.0.parameters", "wieght"])
+
+
+def alpha_negative(zoo, tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, parameters={"alpha": -1}))
+    return Case(path, ConfigError, [str(path), "parameters.alpha", "-1"])
+
+
+def eta_not_allowed(zoo, tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, parameters={"eta": "foo"}))
+    return Case(path, ConfigError, [str(path), "parameters.eta", "'foo' is not allowed", "relative"])
+
+
+def lambda_not_a_number(zoo, tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, method="task_arithmetic", parameters={"lambda": "big"}))
+    return Case(path, ConfigError, [str(path), "parameters.lambda"])
+
+
+def one_specialist(zoo, tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, models=[{"model": str(zoo.specialists[0])}]))
+    return Case(path, ConfigError, [str(path), "models", "at least 2 specialists, got 1"])
+
+
+def duplicate_names(zoo, tmp_path):
+    models = [{"model": str(zoo.specialists[0]), "name": "x"}, {"model": str(zoo.specialists[1]), "name": "x"}]
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, models=models))
+    return Case(path, ConfigError, [str(path), "models[1] and models[0]", "'x'"])
+
+
+def same_folder_twice(zoo, tmp_path):
+    models = [{"model": str(zoo.specialists[0])}, {"model": str(zoo.specialists[0])}]
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, models=models))
+    return Case(path, ConfigError, [str(path), "both named 'fs'"])
+
+
+def head_unknown_specialist(zoo, tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", recipe(zoo, parameters={"head": "nobody"}))
+    return Case(path, ConfigError, [str(path), "parameters.head", "'nobody'"])
+
+
+def missing_config_file(zoo, tmp_path):
+    return Case(tmp_path / "absent.yaml", ConfigError, [str(tmp_path / "absent.yaml"), "no such config file"])
+
+
+CASES = [
+    yaml_syntax,
+    unknown_method,
+    unknown_top_level_key,
+    unknown_parameter_key,
+    unknown_model_parameter_key,
+    alpha_negative,
+    eta_not_allowed,
+    lambda_not_a_number,
+    one_specialist,
+    duplicate_names,
+    same_folder_twice,
+    head_unknown_specialist,
+    missing_config_file,
+]
+
+
+@pytest.mark.parametrize("builder", CASES, ids=case_ids(CASES))
+def test_bad_recipe_is_one_error_line_and_nothing_is_written(build_case, builder, tmp_path, cli, monkeypatch):
+    check_cli_error(build_case(builder), tmp_path / "merged", cli, monkeypatch)
+
+
+@pytest.mark.parametrize("builder", CASES, ids=case_ids(CASES))
+def test_bad_recipe_raises_config_error(build_case, builder, tmp_path):
+    check_api_error(build_case(builder), tmp_path / "merged")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What a valid recipe becomes.
+
+
+def test_load_config_validates_and_keeps_every_field(tmp_path):
+    path = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "task_arithmetic",
+            "base_model": "org/backbone@v1",
+            "models": [
+                {"model": "org/fs", "name": "fs", "fake_label": "FAKE", "parameters": {"weight": 2.0}},
+                {"model": "org/backbone+org/lora@abc"},
+            ],
+            "parameters": {"lambda": 0.5, "head": "fs"},
+            "dtype": "float64",
+            "out_dtype": "bfloat16",
+            "evaluation": {"dataset": "data/test", "batch_size": 4},
+        },
+    )
+    config = load_config(path)
+    assert isinstance(config, MergeConfig)
+    assert config.names() == ["fs", "lora"]
+    assert [m.weight for m in config.models] == [2.0, 1.0]
+    assert config.models[1].sources() == (SourceSpec("org/backbone"), SourceSpec("org/lora", "abc"))
+    assert head_choice(config) == "fs" and method_parameters(config) == {"lambda": 0.5}
+    assert (config.dtype, config.out_dtype) == ("float64", "bfloat16")
+    assert config.evaluation.dataset == "data/test" and config.evaluation.split == "test"
+    assert config.evaluation.batch_size == 4
+
+
+def test_defaults_of_a_minimal_recipe():
+    config = parse_config({"merge_method": "average", "models": [{"model": "a"}, {"model": "b"}]})
+    assert config.base_model is None and config.evaluation is None
+    assert (config.dtype, config.out_dtype) == ("float32", None)
+    assert head_choice(config) == "mean" and method_parameters(config) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("org/model", SourceSpec("org/model")),
+        ("org/model@v1.0", SourceSpec("org/model", "v1.0")),
+        ("  ./folder  ", SourceSpec("./folder")),
+    ],
+)
+def test_source_spec_parses_repo_and_revision(text, expected):
+    spec = SourceSpec.parse(text)
+    assert spec == expected
+    assert str(spec) == text.strip()
+
+
+@pytest.mark.parametrize("text", ["", "org/model@", "@v1"])
+def test_source_spec_rejects_malformed_references(text):
+    with pytest.raises(ValueError):
+        SourceSpec.parse(text)
+
+
+def test_a_folder_whose_name_holds_at_is_a_folder_not_a_revision(tmp_path, monkeypatch):
+    (tmp_path / "model@v2").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert SourceSpec.parse("model@v2") == SourceSpec("model@v2")
+
+
+def test_method_needing_a_base_without_one():
+    with pytest.raises(ConfigError, match="base_model: merge_method 'task_arithmetic' needs a base_model"):
+        parse_config({"merge_method": "task_arithmetic", "models": [{"model": "a"}, {"model": "b"}]}, where="w.yaml")
+
+
+def test_config_error_is_also_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_negative_weight_and_non_mapping_are_refused():
+    with pytest.raises(ConfigError, match=r"models\.0\.parameters: weight must be ≥ 0"):
+        parse_config(
+            {"merge_method": "average", "models": [{"model": "a", "parameters": {"weight": -1}}, {"model": "b"}]}
+        )
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_config(["merge_method", "average"], where="w.yaml")
