@@ -5,8 +5,11 @@ recipe (``merge_config.yaml``), the report (``merge_report.json``, whose method 
 and, when the merge was evaluated, ``eval_results.json``. So the card can be (re)written at any time after the merge;
 :func:`r2m_hf.merge.merge` writes it once, after the evaluation, naming the repo it pushes to in the usage snippet. The
 metadata follows the Hub's conventions for merges (``base_model`` = the Hub inputs, ``base_model_relation: merge``)
-and carries a ``model-index`` with typed metrics per forgery family. Licences come from the inputs' own cards. No
-token ever reaches this module.
+and carries a ``model-index`` with typed metrics per forgery family. Licences come from the inputs' own cards (as the
+recipe recorded them). No token ever reaches this module. Everything that came from an input or the recipe (names,
+references, revisions, notes, licences, dataset and family names) is escaped where it is written (see
+:func:`~r2m_hf.card_evaluation.md_text`), so the card stays valid Markdown and valid ``ModelCard`` metadata whatever
+the input.
 """
 
 from __future__ import annotations
@@ -18,9 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .card_evaluation import HUB_ID, eval_results_for_index, evaluation_lines, plot_auc, threshold_lines
+from .card_evaluation import (
+    HUB_ID,
+    code_fence,
+    eval_results_for_index,
+    evaluation_lines,
+    md_code,
+    md_text,
+    plot_auc,
+    threshold_lines,
+)
+from .config import safe_name
 from .errors import R2MError
 from .recipe import CARD_FILE, EVAL_FILE, PLOT_FILE, MergeReport, Recipe, SourceRecord
 
@@ -45,11 +56,11 @@ class Licence:
         declared = {k: v for k, v in self.by_input.items() if v}
         if not declared:
             return "No input declares a licence in its model card; check the inputs' terms before redistributing."
-        listing = ", ".join(f"`{name}`: {lic}" for name, lic in declared.items())
+        listing = ", ".join(f"{md_code(name)}: {md_code(lic)}" for name, lic in declared.items())
         unknown = [k for k, v in self.by_input.items() if not v]
         text = f"Licences of the inputs: {listing}."
         if unknown:
-            text += f" No licence found for: {', '.join(f'`{u}`' for u in unknown)}."
+            text += f" No licence found for: {', '.join(md_code(u) for u in unknown)}."
         if self.conflict:
             text += (
                 " **The inputs' licences differ**, so this card says `license: other`: the merged weights derive from "
@@ -111,7 +122,7 @@ def build_model_card(
     licence = collect_licence(recipe)
     if licence.conflict:
         warnings.warn(f"model card: {licence.describe()}", UserWarning, stacklevel=2)
-    model_name = (repo_id or "").split("/")[-1] or _folder_name(folder)
+    model_name = safe_name((repo_id or "").split("/")[-1] or _folder_name(folder))
     data = ModelCardData(
         model_name=model_name if evaluation else None,  # only the model-index needs it
         base_model=hub_inputs(recipe) or None,
@@ -142,32 +153,39 @@ def hub_inputs(recipe: Recipe) -> list[str]:
     return list(dict.fromkeys(i for i in ids if i and HUB_ID.match(i)))
 
 
-def _input_card(record: SourceRecord) -> Path | None:
-    """The README.md of one input: in its local folder, or in the Hub cache at the commit the merge used."""
-    if record.path:
-        path = Path(record.path) / CARD_FILE
-        return path if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
+def _input_folder(record: SourceRecord) -> Path | None:
+    """Where an input's README.md is, for a recipe that did not record its licence: the Hub cache at the commit the
+    merge used, or a local folder recorded by absolute path (``--record-local-paths``, or an older recipe)."""
+    if record.repo_id:
+        from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(record.repo_id, CARD_FILE, revision=record.commit or None)
-    return Path(cached) if isinstance(cached, str) else None
+        try:
+            cached = try_to_load_from_cache(record.repo_id, CARD_FILE, revision=record.commit or None)
+        except Exception:  # an invalid repo id or revision in an edited recipe: no card
+            return None
+        return Path(cached).parent if isinstance(cached, str) else None
+    if record.path and Path(record.path).is_absolute() and Path(record.path).is_dir():
+        return Path(record.path)
+    return None
+
+
+def _input_licence(record: SourceRecord) -> str | None:
+    from .config import SourceSpec
+    from .sources import LICENSE_ID, ResolvedSource
+
+    if record.license:
+        return record.license if LICENSE_ID.match(record.license) else None
+    folder = _input_folder(record)
+    if folder is None:
+        return None
+    return ResolvedSource(spec=SourceSpec(str(folder)), path=folder).declared_license()
 
 
 def collect_licence(recipe: Recipe) -> Licence:
     """The inputs' ``license`` metadata; one common value is carried over, differing values give ``other``."""
-    from huggingface_hub import metadata_load
-
     by_input: dict[str, str | None] = {}
     for name, record in recipe.inputs():
-        card = _input_card(record)
-        meta = None
-        if card is not None:
-            try:
-                meta = metadata_load(card)
-            except (ValueError, yaml.YAMLError):  # a broken input card tells us nothing
-                meta = None
-        value = (meta or {}).get("license")
-        by_input[name] = str(value) if value else None
+        by_input[name] = _input_licence(record)
     declared = sorted({v for v in by_input.values() if v})
     if not declared:
         return Licence(None, by_input)
@@ -201,8 +219,9 @@ def _body(
     lines = [
         f"# {model_name}",
         "",
-        f"A deepfake detector made by merging {len(recipe.models)} specialist detectors with `{recipe.merge_method}` "
-        f"(r2m-hf){_rule(recipe.merge_method)}. It is a binary image classifier: `0 = real`, `1 = fake`.",
+        f"A deepfake detector made by merging {len(recipe.models)} specialist detectors with "
+        f"{md_code(recipe.merge_method)} (r2m-hf){_rule(recipe.merge_method)}. It is a binary image classifier: "
+        "`0 = real`, `1 = fake`.",
         "",
         "## Inputs",
         "",
@@ -215,8 +234,8 @@ def _body(
     for model in recipe.models:
         source = model.source
         lines.append(
-            f"| specialist | `{model.name}` | {_source_cell(source)} | {_revision_cell(source)} | {model.kind} | "
-            f"{model.fake_index} |"
+            f"| specialist | {md_code(model.name)} | {_source_cell(source)} | {_revision_cell(source)} | "
+            f"{md_text(model.kind)} | {md_text(model.fake_index)} |"
         )
     lines += ["", licence.describe(), ""]
     lines += _usage(repo_id, model_name)
@@ -225,6 +244,7 @@ def _body(
         lines += evaluation_lines(evaluation, plot)
     lines += _diagnostics(report)
     recipe_text = recipe.to_yaml().rstrip()
+    fence = code_fence(recipe_text)
     lines += [
         "## Merge recipe",
         "",
@@ -232,9 +252,9 @@ def _body(
         "commit and file hashes of every input). To reproduce the merge, write a merge YAML whose `model:` entries are "
         "these repo ids pinned at the recorded commits (`repo_id@commit`) with the same `parameters:`.",
         "",
-        "```yaml",
+        f"{fence}yaml",
         recipe_text,
-        "```",
+        fence,
         "",
     ]
     return "\n".join(lines)
@@ -252,19 +272,21 @@ def _rule(method: str) -> str:
 
 
 def _source_cell(record: SourceRecord) -> str:
-    if record.repo_id:
+    if record.repo_id and HUB_ID.match(record.repo_id):
         return f"[`{record.repo_id}`](https://huggingface.co/{record.repo_id})"
-    return f"`{record.reference}` (local)"
+    if record.repo_id:
+        return md_code(record.repo_id)
+    return f"{md_code(record.reference)} (local)"
 
 
 def _revision_cell(record: SourceRecord) -> str:
     if record.repo_id:
-        return f"`{record.revision or 'main'}` / `{(record.commit or '?')[:12]}`"
+        return f"{md_code(record.revision or 'main')} / {md_code((record.commit or '?')[:12])}"
     return "—"
 
 
 def _usage(repo_id: str | None, model_name: str) -> list[str]:
-    ref = repo_id or f"path/to/{model_name}"
+    ref = repo_id if (repo_id and HUB_ID.match(repo_id)) else f"path/to/{safe_name(model_name)}"
     return [
         "## How to use",
         "",
@@ -283,18 +305,18 @@ def _diagnostics(report: MergeReport) -> list[str]:
     lines = [
         "## Merge diagnostics",
         "",
-        f"{report.architecture}, {report.tensors} tensors, merged in {report.seconds} s on `{report.device}`"
-        + (f" ({report.processes} processes)." if report.processes > 1 else "."),
+        f"{md_text(report.architecture)}, {report.tensors} tensors, merged in {report.seconds} s on "
+        f"{md_code(report.device)}" + (f" ({report.processes} processes)." if report.processes > 1 else "."),
         "",
     ]
     rows = report.summary_rows()
     if rows:
-        lines += [f"| {report.merge_method} | value |", "|---|---|"]
-        lines += [f"| {label} | {value} |" for label, value in rows]
+        lines += [f"| {md_text(report.merge_method)} | value |", "|---|---|"]
+        lines += [f"| {md_text(label)} | {md_text(value)} |" for label, value in rows]
         lines.append("")
     messages = list(report.warnings) + list(report.notes)
     if messages:
-        lines += ["Warnings and notes:", ""] + [f"- {m}" for m in messages] + [""]
+        lines += ["Warnings and notes:", ""] + [f"- {md_text(m, 1000)}" for m in messages] + [""]
     else:
         lines += ["No warnings.", ""]
     return lines

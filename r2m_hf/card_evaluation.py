@@ -1,17 +1,52 @@
 """The evaluation part of a merged model's card: the ``model-index`` results, the AUC plot, the metrics table and
-the calibrated threshold, all rendered from ``EvaluationResult.to_dict()`` (``eval_results.json``)."""
+the calibrated threshold, all rendered from ``EvaluationResult.to_dict()`` (``eval_results.json``). Also the escaping
+every part of the card uses for text that came from an input (:func:`md_text`, :func:`md_code`): family names,
+dataset names and notes are data, and must not become Markdown or HTML of the published card."""
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import re
 from pathlib import Path
 
+from .errors import clip
+
 logger = logging.getLogger("r2m_hf")
 
 # a Hub repo id (namespace/name), told apart from a local path
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# Text shown as inline code as is; anything else is escaped (see md_code).
+_PLAIN_CODE = re.compile(r"^[\w./@:+=,-]{1,200}$")
+_MD_SPECIALS = re.compile(r"([\\`\[|$])")  # code, links and images, table columns, maths
+_BLOCK_START = re.compile(r"^([#+*-]|\d{1,9}[.)](?=\s|$))")  # a heading or list marker if it opened a line
+
+
+def md_text(value: object, limit: int = 200) -> str:
+    """Text from an input, safe inside a Markdown paragraph, list item or table cell of the card.
+
+    One line, at most `limit` characters, HTML special characters as entities, and the Markdown that could add
+    content backslash-escaped (code, links, images, table columns, maths, and a heading, quote or list opening the
+    text), so a name or note cannot add a heading, a link, an image, HTML or a table column.
+    """
+    text = html.escape(clip(str(value), limit), quote=False)
+    text = _MD_SPECIALS.sub(r"\\\1", text)
+    return _BLOCK_START.sub(lambda m: m[1][:-1] + "\\" + m[1][-1], text)
+
+
+def md_code(value: object) -> str:
+    """`value` as inline code when it is a plain identifier or path, else as escaped text (:func:`md_text`)."""
+    text = str(value)
+    return f"`{text}`" if _PLAIN_CODE.match(text) else md_text(text)
+
+
+def code_fence(text: str) -> str:
+    """A backtick fence longer than any backtick run in `text`, so the text cannot close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
 
 # (key in the metrics dict, model-index metric type, display name)
 INDEX_METRICS = (
@@ -24,8 +59,10 @@ INDEX_METRICS = (
 
 def dataset_id(evaluation: dict) -> tuple[str, str]:
     """(type, name) of the evaluated dataset for the model-index: a Hub id as is, a local folder by its name."""
-    dataset = str(evaluation.get("dataset") or "unknown")
-    if HUB_ID.match(dataset) and not Path(dataset).exists():
+    from .config import path_exists
+
+    dataset = clip(str(evaluation.get("dataset") or "unknown"))
+    if HUB_ID.match(dataset) and not path_exists(dataset):
         return dataset, dataset
     return "imagefolder", Path(dataset).name or dataset
 
@@ -52,7 +89,10 @@ def eval_results_for_index(evaluation: dict) -> list:
     dataset_type, dataset_name = dataset_id(evaluation)
     split = evaluation.get("split")
     families = evaluation.get("families") or {}
-    groups = [(family, f"{dataset_name} ({family})", metrics) for family, metrics in families.items()]
+    groups = [
+        (clip(str(family), 64), f"{dataset_name} ({clip(str(family), 64)})", metrics)
+        for family, metrics in families.items()
+    ]
     if families:
         groups.append(("mean", f"{dataset_name} (mean over {len(families)} families)", evaluation.get("mean") or {}))
     else:
@@ -131,8 +171,8 @@ def threshold_lines(evaluation: dict | None) -> list[str]:
         extra = f"; accuracy {acc_eer:.4f} there vs {_fmt(overall.get('acc'))} at 0.5" if acc_eer is not None else ""
         lines += [
             f"Calibrated threshold from the evaluation below: **{threshold:.4f}** (the EER threshold on "
-            f"`{dataset_id(evaluation)[1]}` / `{evaluation.get('split')}`, all rows pooled{extra}). It is only valid "
-            "for data like that set.",
+            f"{md_code(dataset_id(evaluation)[1])} / {md_code(evaluation.get('split'))}, all rows pooled{extra}). "
+            "It is only valid for data like that set.",
             "",
         ]
     return lines
@@ -151,8 +191,9 @@ def evaluation_lines(evaluation: dict, plot: str | None) -> list[str]:
     lines = [
         "## Evaluation",
         "",
-        f"Dataset `{dataset_id(evaluation)[1]}`, split `{evaluation.get('split')}`, {evaluation.get('n_samples')} "
-        "images; fake = positive class. The headline is the mean over forgery families; fake-only families are "
+        f"Dataset {md_code(dataset_id(evaluation)[1])}, split {md_code(evaluation.get('split'))}, "
+        f"{md_text(evaluation.get('n_samples'))} images; fake = positive class. The headline is the mean over "
+        "forgery families; fake-only families are "
         "scored against the shared real images.",
         "",
         "| family | AUC | EER | AP | ACC@0.5 | n |",
@@ -160,11 +201,11 @@ def evaluation_lines(evaluation: dict, plot: str | None) -> list[str]:
     ]
 
     def row(name: str, metrics: dict, n) -> str:
-        cells = " | ".join(_fmt(metrics.get(key)) for key, _, _ in INDEX_METRICS)
-        return f"| {name} | {cells} | {n} |"
+        cells = " | ".join(md_text(_fmt(metrics.get(key))) for key, _, _ in INDEX_METRICS)
+        return f"| {name} | {cells} | {md_text(n)} |"
 
     for family, metrics in families.items():
-        lines.append(row(family, metrics, metrics.get("n", "")))
+        lines.append(row(md_text(family, 64), metrics, metrics.get("n", "")))
     if families:
         lines.append(row("**mean**", evaluation.get("mean") or {}, f"{len(families)} families"))
     lines.append(row("all (pooled)", evaluation.get("overall") or {}, evaluation.get("n_samples", "")))
@@ -172,12 +213,15 @@ def evaluation_lines(evaluation: dict, plot: str | None) -> list[str]:
     if plot:
         lines += [f"![AUC per forgery family]({plot})", ""]
     notes = evaluation.get("notes") or []
-    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    lines += [f"- {md_text(note, 500)}" for note in notes] + ([""] if notes else [])
     return lines
 
 
 __all__ = [
     "HUB_ID",
+    "code_fence",
+    "md_code",
+    "md_text",
     "INDEX_METRICS",
     "dataset_id",
     "eval_results_for_index",

@@ -2,9 +2,10 @@
 
 A :class:`Checkpoint` maps the canonical (in-memory transformers 5) parameter names of a :class:`ModelLayout` to the
 keys of the files on disk, whatever naming they were written with (transformers 4 or 5, with or without the base-model
-prefix). A :class:`LoraAdapter` turns a PEFT LoRA folder into per-tensor deltas `ΔW = scaling · B A` (rsLoRA,
-rank/alpha patterns and fan-in-fan-out honoured) over the base, with its head from ``modules_to_save``.
-Pickle checkpoints are refused unless explicitly allowed.
+prefix). LoRA adapters are read by :class:`r2m_hf.lora.LoraAdapter` over the same :class:`TensorFiles`.
+Every file is opened inside its model's folder only (:mod:`r2m_hf.paths`), a malformed header or shard index is one
+:class:`~r2m_hf.errors.CheckpointError`, and pickle checkpoints are refused unless explicitly allowed (and then
+unpickled with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, clip
 from .groups import ModelLayout
+from .paths import check_inside, model_file, read_small_file
 
 # transformers 5 ViT module names → the transformers 4 names most adapters on the Hub were trained with (the layout
 # maps both; ``check-specialist`` says which naming an adapter uses, and the test zoo writes legacy adapters)
@@ -55,12 +56,21 @@ class SafetensorsFile:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._fd = -1
         try:
             self._fd = os.open(self.path, os.O_RDONLY)
+            size = os.fstat(self._fd).st_size
+            head = os.pread(self._fd, 8, 0)
         except OSError as exc:
-            raise CheckpointError(f"{self.path}: cannot open ({exc.strerror})") from None
-        size = os.fstat(self._fd).st_size
-        head = os.pread(self._fd, 8, 0)
+            self.close()
+            raise CheckpointError(f"{self.path}: cannot open ({exc.strerror or exc})") from None
+        try:
+            self._read_header(size, head)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_header(self, size: int, head: bytes) -> None:
         if len(head) < 8:
             raise self._broken("file too short for a header")
         (length,) = struct.unpack("<Q", head)
@@ -68,21 +78,28 @@ class SafetensorsFile:
             raise self._broken("invalid header length")
         try:
             header = json.loads(os.pread(self._fd, length, 8))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
             raise self._broken("header is not valid JSON") from None
-        self.metadata = header.pop("__metadata__", None) or {}
+        except OSError as exc:
+            raise self._broken(f"header cannot be read: {exc.strerror or exc}") from None
+        if not isinstance(header, dict):
+            raise self._broken(f"header is a JSON {type(header).__name__}, not an object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            raise self._broken("__metadata__ is not an object")
+        self.metadata = metadata
         self.data_start = 8 + length
         self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
         spans = []
         for key, info in header.items():
             try:
                 dtype = SAFETENSORS_TORCH_DTYPES[info["dtype"]]
-                shape = tuple(int(d) for d in info["shape"])
-                begin, end = (int(x) for x in info["data_offsets"])
+                shape = tuple(_index(d) for d in info["shape"])
+                begin, end = (_index(x) for x in info["data_offsets"])
             except (KeyError, TypeError, ValueError):
-                raise self._broken(f"bad header entry for tensor {key}") from None
+                raise self._broken(f"bad header entry for tensor {clip(key)}") from None
             if end - begin != math.prod(shape) * torch.empty((), dtype=dtype).element_size():
-                raise self._broken(f"tensor {key}: data size does not match its shape and dtype")
+                raise self._broken(f"tensor {clip(key)}: data size does not match its shape and dtype")
             self.entries[key] = (dtype, shape, begin, end)
             spans.append((begin, end))
         spans.sort()
@@ -93,6 +110,9 @@ class SafetensorsFile:
             position = end
         if self.data_start + position != size:
             raise self._broken("incomplete data, file not fully covered (truncated download?)")
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self.entries[key][0]
 
     def _broken(self, why: str) -> CheckpointError:
         return CheckpointError(f"{self.path}: not a readable safetensors file ({why}); re-download or re-save it")
@@ -106,7 +126,7 @@ class SafetensorsFile:
         view = memoryview(buffer)
         done = 0
         while done < len(buffer):
-            chunk = os.preadv(self._fd, [view[done:]], self.data_start + begin + done)
+            chunk = os.preadv(self._fd, [view[done:]], self.data_start + begin + done)  # an OSError: see TensorFiles
             if chunk <= 0:
                 raise self._broken(f"tensor {key} ends early")
             done += chunk
@@ -142,22 +162,19 @@ class TensorFiles:
         self._verified: set[str] = set()  # keys already checked for NaN/Inf (multi-pass merges re-read tensors)
         self.key_to_file: dict[str, Path] = {}
         self.files: list[Path] = []
-        single = self.folder / f"{stem}.safetensors"
-        index = self.folder / f"{stem}.safetensors.index.json"
+        single = model_file(self.folder, f"{stem}.safetensors")
+        index = model_file(self.folder, f"{stem}.safetensors.index.json")
         if single.is_file():
             self.files = [single]
         elif index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (OSError, ValueError, KeyError) as exc:
-                raise CheckpointError(f"{index}: unreadable shard index ({exc}); re-download the model") from None
-            self.files = sorted({self.folder / f for f in weight_map.values()})
+            weight_map = _read_weight_map(index)
+            self.files = sorted({model_file(self.folder, f, what=index.name) for f in weight_map.values()})
             missing = [f for f in self.files if not f.is_file()]
             if missing:
                 raise CheckpointError(f"{missing[0]}: shard listed in {index.name} is missing; re-download the model")
         else:
             pickle_globs = (f"{stem}*.bin", f"pytorch_{stem}*.bin", "*.pt", "*.pth")
-            pickles = sorted({f for pattern in pickle_globs for f in self.folder.glob(pattern)})
+            pickles = sorted({f for pattern in pickle_globs for f in self.folder.glob(pattern) if f.is_file()})
             if pickles and not allow_pickle:
                 raise CheckpointError(
                     f"{pickles[0]}: pickle checkpoints can run code when loaded and are refused; convert it to "
@@ -180,12 +197,20 @@ class TensorFiles:
     def _load_pickles(self, files: list[Path]) -> None:
         self._pickled = {}
         for file in files:
+            check_inside(file, self.folder)
             try:
                 state = torch.load(file, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise CheckpointError(f"{file}: cannot load pickle checkpoint ({exc})") from None
-            if isinstance(state, dict) and "state_dict" in state:
+            except Exception as exc:  # UnpicklingError, a damaged zip, a truncated file, …: five lines of torch text
+                raise CheckpointError(
+                    f"{file}: pickle checkpoint refused: {_pickle_refusal(exc)}; only plain tensors are ever unpickled "
+                    "(weights_only=True): convert a checkpoint you trust to safetensors"
+                ) from None
+            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
                 state = state["state_dict"]
+            if not isinstance(state, dict):
+                raise CheckpointError(
+                    f"{file}: pickle checkpoint holds a {type(state).__name__}, not a state dict of named tensors"
+                )
             for key, value in state.items():
                 if isinstance(value, torch.Tensor):
                     self._pickled[key] = value
@@ -199,6 +224,25 @@ class TensorFiles:
         if self._pickled is not None:
             return tuple(self._pickled[key].shape)
         return self._open(self.key_to_file[key]).entries[key][1]
+
+    def dtype(self, key: str) -> torch.dtype:
+        """The stored dtype of a tensor (from the header: no data is read)."""
+        if self._pickled is not None:
+            return self._pickled[key].dtype
+        return self._open(self.key_to_file[key]).dtype(key)
+
+    def check_floating(self, key: str, what: str) -> None:
+        """Refuse an integer or bool tensor where the architecture has floats (it would be cast and merged).
+
+        Raises:
+            `CheckpointError`: naming the file, the tensor and its dtype.
+        """
+        dtype = self.dtype(key)
+        if not dtype.is_floating_point:
+            raise CheckpointError(
+                f"{self.key_to_file[key]}: tensor {clip(key)} is stored as {str(dtype).removeprefix('torch.')}, but "
+                f"{what} is a floating-point parameter; this checkpoint is not a model of that architecture"
+            )
 
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor; a damaged file or a NaN/Inf value is a `CheckpointError` naming file and key."""
@@ -270,112 +314,51 @@ class Checkpoint:
             shape = self.shape(name)
             if tuple(shape) != tuple(layout.shapes[name]):
                 raise CheckpointError(
-                    f"{self.label} ({self.folder}): tensor {name} has shape {list(shape)}, expected "
+                    f"{self.label} ({self.folder}): tensor {name} has shape {clip(list(shape))}, expected "
                     f"{list(layout.shapes[name])}; all specialists must share the base architecture and shapes"
                 )
+            self.files.check_floating(self.names[name], f"{name} of {layout.model_class}")
 
 
-_LORA_KEY = re.compile(
-    r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>A|B|embedding_A|embedding_B)(?:\.[^.]+)?\.(?P<param>weight|bias)$"
-)
+def _index(value) -> int:
+    """A shape or offset entry of a safetensors header: a non-negative integer (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a non-negative integer")
+    return value
 
 
-class LoraAdapter:
-    """A PEFT LoRA adapter: deltas `scaling · B A` for its target modules and its saved head.
+def _read_weight_map(index: Path) -> dict[str, str]:
+    """The ``weight_map`` of a shard index: tensor name → shard file name, both strings.
 
-    Args:
-        folder (`Path`): the adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``).
-        layout (`ModelLayout`): the target architecture (transformers 4 and 5 module names are both mapped to it).
-        label (`str`): how errors name this adapter.
-        allow_pickle (`bool`): accept ``adapter_model.bin``.
+    Raises:
+        `CheckpointError`: the index is unreadable, not JSON, or its ``weight_map`` is not such a mapping.
     """
+    try:
+        data = json.loads(read_small_file(index, CheckpointError))
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{index}: unreadable shard index (not valid JSON); re-download the model") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else data
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        found = {dict: "a mapping with non-string entries", type(None): "none"}.get(
+            type(weight_map), f"a JSON {type(weight_map).__name__}"
+        )
+        raise CheckpointError(
+            f"{index}: unreadable shard index (weight_map must map tensor names to shard file names, found "
+            f"{found}); re-download the model"
+        )
+    return weight_map
 
-    def __init__(self, folder: Path, layout: ModelLayout, label: str, *, allow_pickle: bool = False):
-        self.folder = Path(folder)
-        self.label = label
-        config_path = self.folder / "adapter_config.json"
-        try:
-            self.config = json.loads(config_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{config_path}: unreadable adapter config ({exc})") from None
-        peft_type = str(self.config.get("peft_type", "LORA")).upper()
-        if peft_type != "LORA":
-            raise CheckpointError(f"{config_path}: peft_type {peft_type} is not supported; only LoRA adapters are")
-        if self.config.get("use_dora"):
-            raise CheckpointError(f"{config_path}: DoRA adapters are not supported (use_dora: true); merge it first")
-        self.files = TensorFiles(self.folder, "adapter_model", allow_pickle=allow_pickle)
-        self.layout = layout
-        self.fan_in_fan_out = bool(self.config.get("fan_in_fan_out", False))
-        # target parameter name → {"A": key, "B": key, "bias": key}
-        self.targets: dict[str, dict[str, str]] = {}
-        self.saved: dict[str, str] = {}  # canonical name → key, for modules_to_save (the head, …)
-        unmatched: list[str] = []
-        for key in self.files.keys():
-            match = _LORA_KEY.match(key)
-            if match is None:
-                name = layout.canonical_name(key.removeprefix("base_model.model."))
-                if name is None:
-                    unmatched.append(key)
-                else:
-                    self.saved[name] = key
-                continue
-            module = match["module"]
-            weight_name = layout.canonical_name(f"{module}.weight")
-            if weight_name is None:
-                unmatched.append(key)
-                continue
-            entry = self.targets.setdefault(weight_name, {"module": module})
-            part = match["part"].removeprefix("embedding_")
-            entry["bias" if (part == "B" and match["param"] == "bias") else part] = key
-        if unmatched:
-            raise CheckpointError(
-                f"{self.label} ({self.folder}): adapter tensor {unmatched[0]} (and {len(unmatched) - 1} more) "
-                f"matches no module of {layout.model_class}; the adapter was trained on another architecture"
-            )
-        if not self.targets:
-            raise CheckpointError(
-                f"{self.label} ({self.folder}): the adapter has no LoRA weights that land on any module "
-                f"(target_modules={self.config.get('target_modules')}); it would merge as a no-op"
-            )
-        for name, entry in self.targets.items():
-            if "A" not in entry or "B" not in entry:
-                raise CheckpointError(
-                    f"{self.label} ({self.folder}): LoRA pair for {name} is incomplete (A or B missing)"
-                )
 
-    def _scaling(self, module: str, rank: int) -> float:
-        alpha = float(self.config.get("lora_alpha", rank))
-        for pattern, value in (self.config.get("alpha_pattern") or {}).items():
-            if re.search(rf"(^|\.){pattern}$", module):
-                alpha = float(value)
-        if self.config.get("use_rslora"):
-            return alpha / math.sqrt(rank)
-        return alpha / rank
+def _pickle_refusal(exc: Exception) -> str:
+    """The one line of torch's weights-only refusal that says what was refused (e.g. an unsupported global)."""
+    skip = ("weights only load failed", "check the documentation", "please file an issue", "in pytorch 2.6")
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and not line.lower().startswith(skip):
+            return clip(line)
+    return clip(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'}")
 
-    def delta(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
-        """`ΔW = scaling · B A` for a target weight (None if the adapter does not touch `name`)."""
-        entry = self.targets.get(name)
-        if entry is None:
-            return None
-        a = self.files.get(entry["A"]).to(dtype)
-        b = self.files.get(entry["B"]).to(dtype)
-        rank = a.shape[0]
-        delta = (b.flatten(1) @ a.flatten(1)) * self._scaling(entry["module"], rank)
-        if self.fan_in_fan_out:
-            delta = delta.mT
-        shape = self.layout.shapes[name]
-        if delta.numel() != math.prod(shape):
-            raise CheckpointError(
-                f"{self.label} ({self.folder}): LoRA delta for {name} has {list(delta.shape)} entries, "
-                f"expected shape {list(shape)}; the adapter belongs to another base"
-            )
-        return delta.reshape(shape)
 
-    def bias_delta(self, bias_name: str, dtype: torch.dtype) -> torch.Tensor | None:
-        """The delta of a module's bias when the adapter trained a LoRA bias (``lora_bias: true``)."""
-        weight_name = bias_name.removesuffix("bias") + "weight"
-        entry = self.targets.get(weight_name)
-        if entry is None or "bias" not in entry:
-            return None
-        rank = self.files.shape(entry["A"])[0]
-        return self.files.get(entry["bias"]).to(dtype) * self._scaling(entry["module"], rank)
+from .lora import LoraAdapter  # noqa: E402, F401  (re-exported: it reads through TensorFiles above)

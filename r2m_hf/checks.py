@@ -9,8 +9,8 @@ whose message names the input and says what to do. Checks read configs, shapes a
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 from .checkpoint import Checkpoint, LoraAdapter
-from .errors import CheckpointError, ConfigError
+from .config import path_exists
+from .errors import CheckpointError, ConfigError, clip
 from .groups import ModelLayout
 from .heads import fake_index_or_error
-from .sources import ResolvedSource
+from .sources import ResolvedSource, read_model_json
 
 # A full model whose tensors all differ from the base's by more than this (median ‖θ−θ0‖/‖θ0‖ over matrices) was
 # not fine-tuned from that base: fine-tuning moves weights by a few percent, unrelated weights differ by ~√2.
@@ -51,13 +52,45 @@ def read_model_config(folder: Path, who: str):
     """
     from transformers import AutoConfig
 
-    if not (Path(folder) / "config.json").is_file():
+    # inside the folder, small, a JSON object with well-typed labels: checked before transformers reads it
+    if read_model_json(Path(folder), "config.json", CheckpointError) is None:
         return None
+    file = Path(folder) / "config.json"
     try:
-        return AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
     except Exception as exc:  # transformers raises ValueError/OSError/KeyError for unknown or broken configs
-        file = Path(folder) / "config.json"
-        raise CheckpointError(f"{who} ({file}): cannot be read by transformers: {exc}") from None
+        raise CheckpointError(f"{who} ({file}): cannot be read by transformers: {clip(str(exc))}") from None
+    check_config_sizes(config.to_dict(), f"{who} ({file})")
+    return config
+
+
+# Integer sizes of an architecture (``hidden_size``, ``num_hidden_layers``, ``patch_size``, nested vision/text
+# configs included): the layout is built from them before any weight is read, so a negative or absurd value would
+# crash or exhaust memory there. Counts (layers, heads, …) stay under MAX_COUNT, sizes under MAX_SIZE.
+_SIZE_KEY = re.compile(r"(^num_|_size$|_dim$|^dim$|_layers$|_heads$|_channels$)")
+MAX_COUNT, MAX_SIZE = 4096, 1 << 20
+
+
+def check_config_sizes(config: Mapping[str, Any], who: str, prefix: str = "") -> None:
+    """Every integer size of a model config must be non-negative and plausible.
+
+    Raises:
+        `CheckpointError`: naming the key and its value.
+    """
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            check_config_sizes(value, who, f"{prefix}{key}.")
+            continue
+        if not isinstance(key, str) or not _SIZE_KEY.search(key):
+            continue
+        limit = MAX_COUNT if key.startswith("num_") or key.endswith(("_layers", "_heads")) else MAX_SIZE
+        low = 1 if key.endswith(("_heads", "_size", "_dim")) or key == "dim" else 0
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, int) and not isinstance(item, bool) and not low <= item <= limit:
+                raise CheckpointError(
+                    f"{who}: {prefix}{key} = {clip(repr(item), 40)} is out of range ({low} to {limit:,}); the config "
+                    "does not describe a model r2m-hf can lay out"
+                )
 
 
 def require_model_config(folder: Path, who: str):
@@ -198,31 +231,32 @@ def check_adapter_base(
     declared = (source.read_json("adapter_config.json") or {}).get("base_model_name_or_path")
     if not declared:
         return Finding("adapter_config.json names no base; the given base is assumed")
-    local = Path(declared).expanduser()
-    looks_local = local.exists() or declared.startswith((".", "/", "~"))
+    shown = clip(declared)
+    local = Path(declared).expanduser() if path_exists(declared) else None
+    looks_local = local is not None or declared.startswith((".", "/", "~"))
     if base.repo_id and not looks_local:
         if declared.rstrip("/") != base.repo_id:
             raise CheckpointError(
-                f"{who}: adapter was trained on base {declared!r} but base_model is {base.repo_id!r}; merge "
+                f"{who}: adapter was trained on base {shown!r} but base_model is {base.repo_id!r}; merge "
                 "specialists of one backbone, or write the adapter as base+adapter"
             )
-        return Finding(f"adapter_config.json names the base ({declared})")
-    if not local.is_dir():
-        return Finding(f"adapter_config.json names {declared}; cannot verify that it is the given base", False)
+        return Finding(f"adapter_config.json names the base ({shown})")
+    if local is None or not local.is_dir():
+        return Finding(f"adapter_config.json names {shown}; cannot verify that it is the given base", False)
     if local.resolve() == base.path:
-        return Finding(f"adapter_config.json names the base ({declared})")
-    if layout is None:
-        return Finding(f"adapter_config.json names base {declared}, the given base is {base.path}", False)
-    own = Checkpoint(local, layout, f"{who}'s declared base {declared}", allow_pickle=allow_pickle)
+        return Finding(f"adapter_config.json names the base ({shown})")
+    if layout is None or source.repo_id:  # a downloaded adapter does not get to choose a local folder to read
+        return Finding(f"adapter_config.json names base {shown}, the given base is {base.path}", False)
+    own = Checkpoint(local, layout, f"{who}'s declared base {shown}", allow_pickle=allow_pickle)
     own.check_covers(layout.backbone_names, layout, "the merge")
     given = Checkpoint(base.path, layout, "base_model", allow_pickle=allow_pickle)
     differing = sum(1 for n in layout.backbone_names if not _close(own.get(n), given.get(n)))
     if differing:
         raise CheckpointError(
-            f"{who}: adapter was trained on base {declared}: {differing} of its backbone tensors differ from the "
+            f"{who}: adapter was trained on base {shown}: {differing} of its backbone tensors differ from the "
             "given base's; merge specialists of one backbone, or write the adapter as base+adapter"
         )
-    return Finding(f"adapter_config.json names {declared}, whose weights equal the given base's")
+    return Finding(f"adapter_config.json names {shown}, whose weights equal the given base's")
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -303,8 +337,7 @@ def choose_processor(base: ResolvedSource | None, specialists: Sequence[Resolved
     """
 
     def read(path: Path) -> dict | None:
-        file = path / "preprocessor_config.json"
-        return json.loads(file.read_text()) if file.is_file() else None
+        return read_model_json(path, "preprocessor_config.json")
 
     if base is not None and read(base.path) is not None:
         return base.path, f"from base_model ({base.spec})"

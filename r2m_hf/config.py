@@ -13,11 +13,15 @@ A compatible subset of mergekit's format::
     dtype: float32
     out_dtype: bfloat16
 
-Relative local paths are resolved against the YAML file's folder first, then the working directory.
+Relative local paths are resolved against the YAML file's folder first, then the working directory. The YAML is read
+with a node budget (an alias "bomb" is refused before it expands) and a size limit, every number must be finite, and
+names use a restricted character set, since they end up in the model card and its metadata.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +30,120 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .engine import build_method
-from .errors import ConfigError, format_validation_error
+from .errors import ConfigError, clip, format_validation_error
 
 DType = Literal["float32", "float64", "float16", "bfloat16"]
+
+MAX_YAML_BYTES = 1024 * 1024  # a merge recipe is a few hundred bytes
+MAX_YAML_NODES = 20_000  # scalars, lists and mappings after expanding every alias
+# A specialist's name: it is written into the recipe, the report, the model card (Markdown and YAML) and messages.
+NAME = re.compile(r"^\w[\w.+-]{0,63}$")
+METHOD_NAME = re.compile(r"^[\w.-]{1,64}$")
+MAX_REFERENCE = 4096
+
+
+def load_yaml(text: str, where: str, *, max_nodes: int = MAX_YAML_NODES) -> Any:
+    """Parse YAML safely: ``yaml.safe_load`` plus a budget on the expanded document.
+
+    Aliases let a few lines describe an exponentially large document ("billion laughs"); the document is therefore
+    composed first, its size after expanding every alias counted without expanding it, and only a document within
+    `max_nodes` is constructed. A recursive alias, nesting too deep for the parser and an integer too long to convert
+    are refused the same way.
+
+    Args:
+        text (`str`): the YAML text.
+        where (`str`): the file, for messages.
+        max_nodes (`int`): the most nodes the expanded document may have.
+
+    Returns:
+        The constructed document (None for an empty one).
+
+    Raises:
+        `ConfigError`: a syntax error (with line and column), or a document over the budget.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_node_budget(node, where, max_nodes)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{at}: YAML syntax error: {clip(problem)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: the YAML is nested too deeply to be a merge recipe") from None
+    except ValueError as exc:  # e.g. an integer literal of more digits than Python converts
+        raise ConfigError(f"{where}: a YAML value cannot be read: {clip(str(exc))}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_node_budget(root: yaml.Node, where: str, max_nodes: int) -> None:
+    """Refuse a composed document whose alias-expanded size exceeds `max_nodes` (counted once per shared node)."""
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            if size[key] > max_nodes:
+                raise ConfigError(
+                    f"{where}: the YAML expands to more than {max_nodes:,} values (aliases/anchors); a merge recipe "
+                    "is small: write it without aliases"
+                )
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{where}: the YAML has a recursive alias (an anchor used inside itself)")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def check_finite(value: Any, key: str) -> None:
+    """Every number in `value` (nested lists and mappings included) must be finite.
+
+    Raises:
+        `ValueError`: naming the key (``alpha``, ``weights[2]``) of the first NaN or infinity.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{key}.{clip(str(k), 64)}" if key else clip(str(k), 64))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(v, f"{key}[{i}]")
+
+
+def safe_name(raw: str) -> str:
+    """A name derived from a folder or repo name, brought to the :data:`NAME` character set."""
+    name = re.sub(r"[^\w.+-]+", "-", raw).strip("-.+")[:64]
+    return name if name and NAME.match(name) else "model"
+
+
+def path_exists(text: str) -> bool:
+    """Whether `text` names an existing file or folder; False for text no path can be (a NUL, a name too long)."""
+    try:
+        return Path(text).expanduser().exists()
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -48,10 +163,10 @@ class SourceSpec:
         text = text.strip()
         if not text:
             raise ValueError("empty model reference")
-        if "@" in text and not Path(text).exists():
+        if "@" in text and not path_exists(text):
             ref, _, rev = text.rpartition("@")
             if not ref or not rev:
-                raise ValueError(f"{text!r}: expected repo_id@revision")
+                raise ValueError(f"{clip(repr(text))}: expected repo_id@revision")
             return cls(ref, rev)
         return cls(text)
 
@@ -64,18 +179,38 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="repo id[@revision], local folder, or base+adapter")
+    model: str = Field(description="repo id[@revision], local folder, or base+adapter", max_length=MAX_REFERENCE)
     name: str | None = None
     fake_label: str | int | None = None
     parameters: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and not NAME.match(value):
+            raise ValueError(
+                "a name is 1-64 letters, digits and . _ + - (starting with a letter or digit); it is written into "
+                "the model card"
+            )
+        return value
+
+    @field_validator("fake_label")
+    @classmethod
+    def _short_label(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, str) and len(value) > 256:
+            raise ValueError("a class name is at most 256 characters")
+        return value
 
     @field_validator("parameters")
     @classmethod
     def _only_weight(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - {"weight"})
         if unknown:
-            raise ValueError(f"unknown per-model parameter(s) {unknown}; allowed: weight")
-        if value.get("weight", 1.0) < 0:
+            raise ValueError(f"unknown per-model parameter(s) {clip(unknown)}; allowed: weight")
+        weight = value.get("weight", 1.0)
+        if not math.isfinite(weight):
+            raise ValueError(f"weight must be a finite number ≥ 0, not {weight}")
+        if weight < 0:
             raise ValueError("weight must be ≥ 0")
         return value
 
@@ -85,15 +220,16 @@ class ModelEntry(BaseModel):
 
     def sources(self) -> tuple[SourceSpec | None, SourceSpec]:
         """(base of a ``base+adapter`` reference or None, the model/adapter itself)."""
-        if "+" in self.model and not Path(self.model).exists():
+        if "+" in self.model and not path_exists(self.model):
             base, _, adapter = self.model.partition("+")
             return SourceSpec.parse(base), SourceSpec.parse(adapter)
         return None, SourceSpec.parse(self.model)
 
     def display_name(self) -> str:
+        """The explicit ``name``, else the folder or repo name (brought to the :data:`NAME` character set)."""
         if self.name:
             return self.name
-        return self.sources()[1].reference.rstrip("/").split("/")[-1]
+        return safe_name(self.sources()[1].reference.rstrip("/").split("/")[-1])
 
 
 class EvaluationSection(BaseModel):
@@ -101,11 +237,11 @@ class EvaluationSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str
-    split: str = "test"
-    label_column: str = "label"
-    family_column: str | None = None
-    video_column: str | None = None
+    dataset: str = Field(max_length=MAX_REFERENCE)
+    split: str = Field("test", max_length=256)
+    label_column: str = Field("label", max_length=256)
+    family_column: str | None = Field(None, max_length=256)
+    video_column: str | None = Field(None, max_length=256)
     batch_size: int = Field(32, ge=1)
     max_samples: int | None = Field(None, ge=1)
 
@@ -116,12 +252,25 @@ class MergeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     merge_method: str
-    base_model: str | None = None
+    base_model: str | None = Field(None, max_length=MAX_REFERENCE)
     models: list[ModelEntry]
     parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: DType = "float32"
     out_dtype: DType | None = None
     evaluation: EvaluationSection | None = None
+
+    @field_validator("merge_method")
+    @classmethod
+    def _method_name(cls, value: str) -> str:
+        if not METHOD_NAME.match(value):
+            raise ValueError("a method name is letters, digits, '.', '_' and '-' (see `r2m-hf methods`)")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_finite(value, "")
+        return value
 
     @field_validator("models")
     @classmethod
@@ -148,20 +297,21 @@ def parse_config(data: Any, where: str = "config") -> MergeConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping with merge_method, base_model, models")
     try:
-        config = MergeConfig(**data)
+        config = MergeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {format_validation_error(exc)}") from None
-    config.check_names_unique(where)
     for i, entry in enumerate(config.models):
         try:
             entry.sources()
         except ValueError as exc:
-            raise ConfigError(f"{where}: models[{i}].model: {exc}") from None
+            raise ConfigError(f"{where}: models[{i}].model: {clip(str(exc))}") from None
+    config.check_names_unique(where)
     params = dict(config.parameters)
     head = params.pop("head", "mean")
     if head != "mean" and head not in config.names():
         raise ConfigError(
-            f"{where}: parameters.head: {head!r} is neither 'mean' nor a specialist name ({', '.join(config.names())})"
+            f"{where}: parameters.head: {clip(repr(head))} is neither 'mean' nor a specialist name "
+            f"({clip(', '.join(config.names()))})"
         )
     try:
         method = build_method(config.merge_method, params, config.names(), [m.weight for m in config.models])
@@ -182,20 +332,28 @@ def load_config(path: str | Path) -> MergeConfig:
         `MergeConfig`: the validated recipe; raises `ConfigError` with the file and key on bad input.
     """
     path = Path(path)
+    return parse_config(load_yaml(read_yaml_text(path), str(path)), where=str(path))
+
+
+def read_yaml_text(path: Path, limit: int = MAX_YAML_BYTES) -> str:
+    """The text of a YAML file, refused when larger than `limit` bytes or not UTF-8.
+
+    Raises:
+        `ConfigError`: missing, unreadable, too large or not text.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{path}: larger than {limit:,} bytes; a merge recipe is a short YAML file")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    return parse_config(data, where=str(path))
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
 
 
 def head_choice(config: MergeConfig) -> str:

@@ -28,8 +28,8 @@ from .checks import (
     check_shares_base,
     require_model_config,
 )
-from .config import ModelEntry, SourceSpec, load_config, parse_config
-from .errors import ConfigError, R2MError
+from .config import ModelEntry, SourceSpec, load_config, load_yaml, parse_config, read_yaml_text
+from .errors import ConfigError, R2MError, format_validation_error
 from .planning import Specialist, adapter_labels, layout_for
 from .sources import ResolvedSource, resolve_source
 
@@ -329,8 +329,11 @@ def add_specialist(
     if name:
         entry["name"] = name
     if fake_label is not None:
-        entry["fake_label"] = int(fake_label) if str(fake_label).isdigit() else fake_label
-    display = ModelEntry(**entry).display_name()
+        entry["fake_label"] = int(fake_label) if str(fake_label).isdecimal() else fake_label
+    try:
+        display = ModelEntry(**entry).display_name()
+    except ValueError as exc:  # pydantic's ValidationError: a name outside the allowed characters
+        raise ConfigError(f"{config_path}: {format_validation_error(exc) if hasattr(exc, 'errors') else exc}") from None
     if display in config.names():
         raise ConfigError(f"{config_path}: a model named {display!r} is already in the recipe; pass --name")
     report = check_specialist(
@@ -338,14 +341,14 @@ def add_specialist(
     )
     if not report.ok:
         return AddResult(report, display, entry, comments_kept=True, written=False)
-    text = config_path.read_text(encoding="utf-8")
+    text = read_yaml_text(config_path)
     new_text, kept = _append_entry(text, entry)
     try:
-        checked = parse_config(yaml.safe_load(new_text), str(config_path))
-    except (R2MError, yaml.YAMLError):
+        checked = parse_config(load_yaml(new_text, str(config_path)), str(config_path))
+    except R2MError:
         checked = None
     if checked is None or checked.names() != [*config.names(), display]:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(config_path))
         data["models"].append(entry)
         new_text, kept = yaml.safe_dump(data, sort_keys=False, allow_unicode=True), False
     tmp = config_path.with_name(f".{config_path.name}.tmp")

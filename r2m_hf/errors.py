@@ -8,6 +8,7 @@ fault and say what to do. This module imports nothing heavy: the command line lo
 
 from __future__ import annotations
 
+import reprlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,8 +24,16 @@ __all__ = [
     "OutputError",
     "R2MError",
     "SourceError",
+    "clip",
     "format_validation_error",
 ]
+
+# The most characters of user input (a value, a key, a name, a reference) that an error message repeats.
+MAX_ECHO = 200
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, MAX_ECHO, MAX_ECHO, 40
+# The most keys one validation message lists before saying how many more there are.
+MAX_PARTS = 8
 
 
 class R2MError(Exception):
@@ -72,6 +81,41 @@ class DatasetError(R2MError, ValueError):
     labels that do not say which examples are real and which fake, or no examples left."""
 
 
+def clip(value: object, limit: int = MAX_ECHO) -> str:
+    """User input as an error message may repeat it: on one line, at most `limit` characters.
+
+    Args:
+        value (`object`): the input (a string is shown as is, anything else by its ``repr``).
+        limit (`int`): the most characters kept; longer text ends in ``… (N characters)``.
+
+    Returns:
+        `str`: the text without line breaks or control characters, clipped.
+    """
+    text = value if isinstance(value, str) else _safe_repr(value)
+    if len(text) > 4 * limit:  # a huge input: look at its start only
+        total, text = len(text), text[: 4 * limit]
+    else:
+        total = len(text)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    if total > limit:
+        return f"{text[:limit]}… ({total} characters)"
+    return text
+
+
+def _safe_repr(value: object) -> str:
+    """A repr bounded whatever the nesting or sharing of `value` (a YAML alias graph), never raising."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # e.g. an int too long to print
+        return f"<{type(value).__name__}>"
+
+
+def _clip_repr(value: object) -> str:
+    if isinstance(value, str) and len(value) > MAX_ECHO:
+        return clip(repr(value[:MAX_ECHO]) + f"… ({len(value)} characters)", 2 * MAX_ECHO)
+    return clip(_safe_repr(value))
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """Turn a pydantic validation error into one line that names each key at fault and what is allowed.
 
@@ -82,18 +126,25 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
 
     Returns:
         `str`: ``key: problem`` parts joined by ``; ``, e.g. ``parameters.alpah: unknown key``.
+
+    Keys and values are user input: each is clipped (see :func:`clip`), and at most :data:`MAX_PARTS` keys are listed,
+    so a huge or hostile recipe never becomes a huge message.
     """
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+    errors = exc.errors()
+    for err in errors[:MAX_PARTS]:
+        loc = clip(".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"])))
         kind = err["type"]
+        message = clip(err["msg"].removeprefix("Value error, "), 2 * MAX_ECHO)
         if kind == "extra_forbidden":
             parts.append(f"{loc}: unknown key")
         elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            parts.append(f"{loc}: {err.get('input')!r} is not allowed; expected {expected}")
+            expected = clip(err.get("ctx", {}).get("expected", ""))
+            parts.append(f"{loc}: {_clip_repr(err.get('input'))} is not allowed; expected {expected}")
         elif "input" in err and kind != "missing":
-            parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')} (got {err['input']!r})")
+            parts.append(f"{loc}: {message} (got {_clip_repr(err['input'])})")
         else:
-            parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+            parts.append(f"{loc}: {message}")
+    if len(errors) > MAX_PARTS:
+        parts.append(f"and {len(errors) - MAX_PARTS} more")
     return "; ".join(parts)

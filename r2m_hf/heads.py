@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import LabelError
+from .errors import LabelError, clip
 
 FAKE_NAMES = ("fake", "deepfake", "manipulated", "synthetic", "artificial", "ai", "generated", "forged", "spoof")
 REAL_NAMES = ("real", "pristine", "authentic", "human", "original", "genuine", "bonafide", "live")
@@ -58,7 +58,7 @@ def resolve_fake_index(id2label: Mapping[int | str, str] | None, fake_label: str
     """
     labels = {int(k): str(v) for k, v in (id2label or {}).items()}
     if fake_label is not None:
-        if isinstance(fake_label, int) or str(fake_label).isdigit():
+        if isinstance(fake_label, int) or str(fake_label).isdecimal():
             index = int(fake_label)
             return index if index in labels or not labels else None
         matches = [i for i, name in labels.items() if name == fake_label] or [
@@ -80,9 +80,9 @@ def fake_index_or_error(id2label, fake_label, who: str) -> int:
     if index is None:
         labels = {int(k): v for k, v in (id2label or {}).items()}
         if fake_label is not None:
-            raise LabelError(f"{who}: fake_label {fake_label!r} matches none of its labels {labels}")
+            raise LabelError(f"{who}: fake_label {clip(repr(fake_label))} matches none of its labels {clip(labels)}")
         raise LabelError(
-            f"{who}: cannot tell which class is fake from id2label {labels}; add `fake_label: <name or index>` "
+            f"{who}: cannot tell which class is fake from id2label {clip(labels)}; add `fake_label: <name or index>` "
             "to this model in the YAML"
         )
     return index

@@ -31,7 +31,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import httpx
 
-from .errors import HubError
+from .errors import HubError, clip
 
 __all__ = ["HubError", "PushResult", "download_snapshot", "files_to_push", "push_folder"]
 
@@ -74,7 +74,7 @@ class _Call:
 
     @property
     def repo(self) -> str:
-        return f"{self.repo_type} repo '{self.repo_id}'"
+        return f"{self.repo_type} repo '{clip(self.repo_id)}'"
 
 
 def files_to_push(folder: str | Path) -> list[tuple[Path, str]]:
@@ -247,7 +247,7 @@ def _hub_errors(call: _Call) -> Iterator[None]:
         OIDCError,
         httpx.TransportError,
     ) as err:
-        raise HubError(_scrub(_message(err, call), call.token)) from err
+        raise HubError(clip(_scrub(_message(err, call), call.token), 1000)) from err  # scrubbed before clipped
     except ValueError as err:
         if "Invalid metadata in README.md" not in str(err):
             raise
@@ -258,7 +258,7 @@ def _hub_errors(call: _Call) -> Iterator[None]:
 
 def _message(err: Exception, call: _Call) -> str:
     endpoint = call.endpoint or constants.ENDPOINT
-    revision = call.revision or constants.DEFAULT_REVISION
+    revision = clip(call.revision or constants.DEFAULT_REVISION)
     if isinstance(err, IncompleteSnapshotError):
         return (
             f"the cached snapshot of {call.repo} (revision '{revision}') is incomplete and the Hub cannot be "
@@ -284,7 +284,7 @@ def _message(err: Exception, call: _Call) -> str:
     if isinstance(err, LocalTokenNotFoundError | OIDCError):
         return f"no usable Hugging Face token to {call.verb} {call.repo}: {_LOGIN_HINT}"
     if isinstance(err, HFValidationError):
-        return f"'{call.repo_id}' is not a valid repo id: use namespace/name (letters, digits, '-', '_', '.')"
+        return f"'{clip(call.repo_id)}' is not a valid repo id: use namespace/name (letters, digits, '-', '_', '.')"
     if isinstance(err, GatedRepoError):
         return f"{call.repo} is gated: request access on its Hub page, then use a token of that account ({_LOGIN_HINT})"
     if isinstance(err, RepositoryNotFoundError):

@@ -9,11 +9,12 @@ wires them and re-exports their public names.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import EvaluationSection, MergeConfig
-from .errors import OutputError
+from .errors import OutputError, R2MError
 from .planning import MergePlan, Specialist, plan_merge
 from .recipe import EVAL_FILE, Recipe
 from .running import MergeResult, resolve_device, run_merge
@@ -37,6 +38,8 @@ def merge(
     revision: str | None = None,
     create_pr: bool = False,
     token: str | None = None,
+    overwrite_any: bool = False,
+    record_local_paths: bool = False,
 ) -> MergeResult:
     """Merge the specialists of a recipe into one detector folder, evaluate it, write its card and push it.
 
@@ -45,8 +48,8 @@ def merge(
         output_dir (`str` or `Path`): the folder to write.
         device (`str`): ``cpu``, ``cuda`` or ``auto``: where the merge math runs (the evaluation runs where
             ``accelerate`` puts it).
-        overwrite (`bool`): replace an existing non-empty output.
-        allow_pickle (`bool`): accept pickle checkpoints.
+        overwrite (`bool`): replace an existing non-empty output that r2m-hf wrote (never an input).
+        allow_pickle (`bool`): accept pickle checkpoints (unpickled with ``weights_only=True``).
         progress (`bool`): show progress bars.
         evaluate (`bool`): run the recipe's ``evaluation:`` section when it has one (metrics in
             ``eval_results.json`` and the model card).
@@ -55,6 +58,9 @@ def merge(
         revision (`str`, *optional*): push to this branch.
         create_pr (`bool`): open a pull request instead of committing.
         token (`str`, *optional*): a Hub write token (default: ``HF_TOKEN`` or the stored login).
+        overwrite_any (`bool`): also replace an existing folder r2m-hf did not write (still never an input).
+        record_local_paths (`bool`): record local inputs by their absolute paths in the recipe, report and card
+            (by default they are recorded relative to the recipe's folder, or by name, with their SHA-256).
 
     Returns:
         `MergeResult`: the folder, report, evaluation and push.
@@ -64,23 +70,47 @@ def merge(
         evaluation dataset that cannot be used, or a failed push (the folder stays complete; retry with `push`).
     """
     plan = plan_merge(config, allow_pickle=allow_pickle)
-    result = run_merge(plan, output_dir, device=device, overwrite=overwrite, progress=progress, write_card=False)
+    section = plan.config.evaluation if evaluate else None
+    result = run_merge(  # without an evaluation the card is written before the folder appears, like every file
+        plan,
+        output_dir,
+        device=device,
+        overwrite=overwrite,
+        progress=progress,
+        write_card=section is None,
+        card_repo_id=push_to_hub,
+        overwrite_any=overwrite_any,
+        record_local_paths=record_local_paths,
+    )
     if not result.is_main_process:  # a multi-process merge: rank 0 evaluates, writes the card and pushes
         return result
-    section = plan.config.evaluation
-    try:
-        if evaluate and section is not None:
-            result.evaluation = evaluate_section(result.output_dir, section, progress=progress)
-            result.evaluation.save(result.output_dir / EVAL_FILE)
-    finally:  # the card is written once, with the metrics when the evaluation ran, without them when it failed
-        from .card import write_model_card
-
-        write_model_card(result.output_dir, eval_results=result.evaluation, repo_id=push_to_hub)
+    if section is not None:
+        _evaluate_and_write_card(result, section, progress=progress, repo_id=push_to_hub)
     if push_to_hub:
         result.pushed = push(
             result.output_dir, push_to_hub, private=private, revision=revision, create_pr=create_pr, token=token
         )
     return result
+
+
+def _evaluate_and_write_card(result: MergeResult, section: EvaluationSection, *, progress: bool, repo_id) -> None:
+    """Evaluate the finished folder, then write its card once: with the metrics, or without them when it failed."""
+    from .card import write_model_card
+
+    try:
+        try:
+            result.evaluation = evaluate_section(result.output_dir, section, progress=progress)
+            result.evaluation.save(result.output_dir / EVAL_FILE)
+        finally:
+            write_model_card(result.output_dir, eval_results=result.evaluation, repo_id=repo_id)
+    except OSError as exc:
+        if isinstance(exc, R2MError):
+            raise
+        code = errno.errorcode.get(exc.errno or 0, "error")
+        raise OutputError(
+            f"{result.output_dir}: the merged model is complete, but its model card or evaluation results cannot be "
+            f"written ({exc.strerror or exc}) ({code}); free space and run the merge again with --overwrite"
+        ) from None
 
 
 def evaluate_section(

@@ -3,7 +3,10 @@
 :func:`write_metadata` builds the typed :class:`~r2m_hf.recipe.Recipe` and :class:`~r2m_hf.recipe.MergeReport` of a
 finished merge from its plan and method, and writes them with the model config and the copied image processor.
 :class:`InputHasher` computes the SHA-256 of every input weight file in a background thread while the merge runs
-(hashlib releases the GIL), so the recipe can pin the exact files without a second pass over them.
+(hashlib releases the GIL), so the recipe can pin the exact files without a second pass over them. Unless asked to
+(``record_local_paths``), nothing written here names a local input by its absolute path: the recipe records local
+inputs relative to the recipe's folder (or by name) with their hashes, and the report's notes are rewritten the same
+way, since the folder is meant to be pushed.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ._version import __version__
-from .config import head_choice
+from .config import EvaluationSection, head_choice, path_exists
+from .errors import R2MError
 from .methods.base import MergeMethod
+from .paths import is_within, model_file, real
 from .planning import MergePlan
 from .recipe import PROCESSOR_FILES, MergeReport, ModelRecord, Recipe
 from .sources import ResolvedSource, sha256_file
@@ -23,8 +28,14 @@ HASHED_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
 
 
 def weight_files(folder: Path) -> list[Path]:
-    """The weight files of a model folder (what the recipe pins by hash)."""
-    return sorted(f for p in HASHED_PATTERNS for f in Path(folder).glob(p) if f.is_file())
+    """The weight files of a model folder (what the recipe pins by hash): those that resolve inside the folder."""
+    found = []
+    for file in sorted({f for p in HASHED_PATTERNS for f in Path(folder).glob(p) if f.is_file()}):
+        try:
+            found.append(model_file(folder, file.name))
+        except R2MError:  # a symlink out of the folder: never read (the merge refuses it if it is a weight file)
+            continue
+    return found
 
 
 class InputHasher:
@@ -54,8 +65,47 @@ class InputHasher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def build_recipe(plan: MergePlan, method: MergeMethod) -> Recipe:
-    """The resolved recipe of a plan: every input's source record and the method's full parameters."""
+def local_path_text(text: str, base_dir: Path | None) -> str:
+    """A local path as records show it: relative to `base_dir` when inside it, else its last component."""
+    path = Path(text).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if base_dir is not None and is_within(real(path), real(base_dir)) and real(path) != real(base_dir):
+        return real(path).relative_to(real(base_dir)).as_posix()
+    return real(path).name or text
+
+
+def scrub_paths(text: str, plan: MergePlan) -> str:
+    """`text` with every input's absolute path replaced by how the recipe records it."""
+    replacements = {}
+    for source in plan.sources():
+        shown = source.display_path() if not source.repo_id else source.repo_id
+        replacements[str(source.path)] = shown
+        if Path(source.spec.reference).expanduser().is_absolute():
+            replacements[source.spec.reference] = shown
+    if plan.config_path is not None and len(real(plan.config_path.parent).parts) > 2:  # never "/" or "/home"
+        replacements[str(real(plan.config_path.parent))] = "."
+    for old in sorted(replacements, key=len, reverse=True):
+        text = text.replace(old, replacements[old])
+    return text
+
+
+def _evaluation(plan: MergePlan, record_local_paths: bool) -> EvaluationSection | None:
+    section = plan.config.evaluation
+    if section is None or record_local_paths or not path_exists(section.dataset):
+        return section
+    base_dir = plan.config_path.parent if plan.config_path is not None else None
+    return section.model_copy(update={"dataset": local_path_text(section.dataset, base_dir)})
+
+
+def build_recipe(plan: MergePlan, method: MergeMethod, record_local_paths: bool = False) -> Recipe:
+    """The resolved recipe of a plan: every input's source record and the method's full parameters.
+
+    Args:
+        plan (`MergePlan`): the merge's plan.
+        method (`MergeMethod`): the method instance (its parameters, defaults filled in, are recorded).
+        record_local_paths (`bool`): record local inputs by absolute path (default: relative to the recipe, or name).
+    """
     models = [
         ModelRecord(
             name=s.name,
@@ -63,25 +113,32 @@ def build_recipe(plan: MergePlan, method: MergeMethod) -> Recipe:
             fake_index=s.fake_index,
             fake_label=entry.fake_label,
             parameters=dict(entry.parameters),
-            source=s.source.record(),
-            adapter_base=None if s.adapter_base_source is None else s.adapter_base_source.record(),
+            source=s.source.record(record_local_paths),
+            adapter_base=None if s.adapter_base_source is None else s.adapter_base_source.record(record_local_paths),
         )
         for s, entry in zip(plan.specialists, plan.config.models, strict=True)
     ]
     return Recipe(
         r2m_hf_version=__version__,
         merge_method=plan.config.merge_method,
-        base_model=None if plan.base_source is None else plan.base_source.record(),
+        base_model=None if plan.base_source is None else plan.base_source.record(record_local_paths),
         models=models,
         parameters={**method.parameters.model_dump(by_alias=True), "head": head_choice(plan.config)},
         dtype=plan.config.dtype,
         out_dtype=plan.config.out_dtype or plan.config.dtype,
-        evaluation=plan.config.evaluation,
+        evaluation=_evaluation(plan, record_local_paths),
     )
 
 
 def build_report(
-    plan: MergePlan, method: MergeMethod, files: list[str], *, seconds: float, device: str, processes: int = 1
+    plan: MergePlan,
+    method: MergeMethod,
+    files: list[str],
+    *,
+    seconds: float,
+    device: str,
+    processes: int = 1,
+    record_local_paths: bool = False,
 ) -> MergeReport:
     """The report of a finished merge (every process can build it; the main process writes it).
 
@@ -92,7 +149,12 @@ def build_report(
         seconds (`float`): the merge's wall time.
         device (`str`): where the math ran.
         processes (`int`): how many processes merged.
+        record_local_paths (`bool`): keep absolute input paths in the notes (default: as the recipe records them).
     """
+
+    def shown(text: str | None) -> str | None:
+        return text if (text is None or record_local_paths) else scrub_paths(text, plan)
+
     return MergeReport(
         merge_method=plan.config.merge_method,
         architecture=plan.layout.model_class,
@@ -102,15 +164,21 @@ def build_report(
         seconds=round(seconds, 3),
         device=str(device),
         processes=processes,
-        notes=list(plan.notes),
-        image_processor=plan.processor_note,
+        notes=[shown(note) for note in plan.notes],
+        image_processor=shown(plan.processor_note),
         method=method.report(),
         warnings=list(method.warnings()),
     )
 
 
 def write_metadata(
-    plan: MergePlan, folder: Path, method: MergeMethod, report: MergeReport, *, hasher: InputHasher | None = None
+    plan: MergePlan,
+    folder: Path,
+    method: MergeMethod,
+    report: MergeReport,
+    *,
+    hasher: InputHasher | None = None,
+    record_local_paths: bool = False,
 ) -> None:
     """Write ``config.json``, the image processor, ``merge_config.yaml`` and ``merge_report.json`` into `folder`.
 
@@ -120,6 +188,7 @@ def write_metadata(
         method (`MergeMethod`): the method instance (its parameters, defaults filled in, go to the recipe).
         report (`MergeReport`): from :func:`build_report`.
         hasher (`InputHasher`, *optional*): the running hasher; the inputs are hashed now when not given.
+        record_local_paths (`bool`): record local inputs by absolute path.
     """
     config = plan.layout.config
     config.architectures = [plan.layout.model_class]
@@ -127,11 +196,20 @@ def write_metadata(
     config.save_pretrained(folder)
     if plan.processor_dir is not None:
         for name in PROCESSOR_FILES:
-            if (plan.processor_dir / name).is_file():
-                shutil.copyfile(plan.processor_dir / name, folder / name)
+            source = model_file(plan.processor_dir, name)
+            if source.is_file():
+                shutil.copyfile(source, folder / name)
     (hasher or InputHasher(plan.sources())).finish()
-    build_recipe(plan, method).write(folder)
+    build_recipe(plan, method, record_local_paths).write(folder)
     report.write(folder)
 
 
-__all__ = ["InputHasher", "build_recipe", "build_report", "weight_files", "write_metadata"]
+__all__ = [
+    "InputHasher",
+    "build_recipe",
+    "build_report",
+    "local_path_text",
+    "scrub_paths",
+    "weight_files",
+    "write_metadata",
+]

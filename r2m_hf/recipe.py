@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import EvaluationSection
-from .errors import ConfigError, OutputError, R2MError, format_validation_error
+from .config import EvaluationSection, load_yaml, read_yaml_text
+from .errors import ConfigError, OutputError, R2MError, clip, format_validation_error
 
 RECIPE_FILE = "merge_config.yaml"
 REPORT_FILE = "merge_report.json"
@@ -33,13 +33,18 @@ class _Strict(BaseModel):
 
 
 class SourceRecord(_Strict):
-    """Where one input came from: the reference as written, and the Hub commit or local path actually read.
+    """Where one input came from: the reference as written, and the Hub commit or local folder actually read.
+
+    Local inputs are recorded without the machine's absolute paths (which would be pushed with the model): by their
+    path relative to the recipe's folder, or their folder name when outside it, and the SHA-256 of their files. The
+    absolute path is recorded only when the merge is asked to (``--record-local-paths``).
 
     Args:
-        reference (`str`): the reference in the merge YAML (``repo@revision`` or a folder).
+        reference (`str`): the reference in the merge YAML (``repo@revision``, or a local folder as recorded).
         repo_id (`str`, *optional*), revision (`str`, *optional*), commit (`str`, *optional*): for Hub inputs.
-        path (`str`, *optional*): for local inputs, the resolved folder.
+        path (`str`, *optional*): for local inputs, the folder (relative to the recipe's folder, or its name).
         files (`dict[str, str]`): SHA-256 of every weight file read.
+        license (`str`, *optional*): the licence the input's model card declares.
     """
 
     reference: str
@@ -48,6 +53,7 @@ class SourceRecord(_Strict):
     commit: str | None = None
     path: str | None = None
     files: dict[str, str] = Field(default_factory=dict)
+    license: str | None = None
 
     @model_validator(mode="after")
     def _hub_or_local(self) -> SourceRecord:
@@ -128,9 +134,10 @@ class Recipe(_Strict):
         """
         path = _existing(folder, RECIPE_FILE)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); re-run the merge") from None
+            data = load_yaml(read_yaml_text(path), str(path))
+        except ConfigError as exc:
+            detail = str(exc).removeprefix(str(path)).lstrip(":0123456789 ")
+            raise ConfigError(f"{path}: not valid YAML ({detail}); re-run the merge") from None
         return _validate(cls, data, path)
 
 
@@ -202,8 +209,10 @@ class MergeReport(_Strict):
         path = _existing(folder, REPORT_FILE)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc}); re-run the merge") from None
+        except (ValueError, RecursionError) as exc:  # also not UTF-8, or nested too deeply
+            raise ConfigError(f"{path}: not valid JSON ({clip(str(exc))}); re-run the merge") from None
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot read ({exc.strerror or exc})") from None
         return _validate(cls, data, path)
 
 

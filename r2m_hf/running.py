@@ -4,7 +4,10 @@
 it to the engine (:func:`r2m_hf.engine.run_passes`), and streams each merged tensor into safetensors files as soon as
 it is final. The heads take the shared head policy. In a multi-process merge every rank writes its tensors into a
 part file and rank 0 assembles the final files. The recipe, report and (unless told otherwise) the model card are
-written into the temporary folder before it is renamed into place, so an output folder is complete or absent.
+written into the temporary folder before it is renamed into place, so an output folder is complete or absent. Every
+merged tensor is checked finite (and within the output dtype's range) before it is written; an OSError on the output
+side (a full or read-only filesystem, a parent that is a file) is one :class:`~r2m_hf.errors.OutputError` line, and
+the temporary folder is removed.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import torch
 from .config import head_choice
 from .distributed import process_group
 from .engine import run_passes
-from .errors import ConfigError, OutputError
+from .errors import ConfigError, MethodError, OutputError, R2MError
 from .heads import merge_heads
 from .metadata import InputHasher, build_report, write_metadata
 from .methods.base import TensorSlot
 from .planning import MergePlan
 from .recipe import MergeReport
-from .writer import DEFAULT_MAX_SHARD_BYTES, OutputFolder, StreamingSafetensorsWriter
+from .writer import DEFAULT_MAX_SHARD_BYTES, OutputFolder, StreamingSafetensorsWriter, output_error
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationResult
@@ -100,6 +103,9 @@ def run_merge(
     progress: bool = True,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     write_card: bool = True,
+    overwrite_any: bool = False,
+    record_local_paths: bool = False,
+    card_repo_id: str | None = None,
 ) -> MergeResult:
     """Merge and write the output folder (atomically). No evaluation, no push: :func:`r2m_hf.merge.merge` adds them.
 
@@ -107,17 +113,22 @@ def run_merge(
         plan (`MergePlan`): from :func:`~r2m_hf.planning.plan_merge`.
         output_dir (`str` or `Path`): the folder to create.
         device (`str`): ``cpu``, ``cuda`` or ``auto``: where the math runs.
-        overwrite (`bool`): replace an existing non-empty output.
+        overwrite (`bool`): replace an existing non-empty output that r2m-hf wrote.
         progress (`bool`): show progress bars.
         max_shard_bytes (`int`): shard the weights above this size.
         write_card (`bool`): write the model card into the folder (``merge`` writes it itself, after evaluating).
+        overwrite_any (`bool`): also replace an existing folder r2m-hf did not write (never an input).
+        record_local_paths (`bool`): record local inputs by their absolute paths in the recipe and report.
+        card_repo_id (`str`, *optional*): the Hub repo the card's usage snippet names (with `write_card`).
 
     Returns:
         `MergeResult`: the output folder and the merge report.
 
     Raises:
-        `OutputError`: the output folder exists (without `overwrite`) or cannot be written.
+        `OutputError`: the output overlaps an input or the Hub cache, exists (and may not be replaced), is being
+            written by another process, or cannot be written (nothing is left behind).
         `CheckpointError`: a tensor turns out unreadable, NaN or Inf while merging (nothing is written).
+        `MethodError`: a merged tensor is NaN or infinite (nothing is written).
     """
     start = time.perf_counter()
     torch_device = resolve_device(device)
@@ -132,8 +143,9 @@ def run_merge(
 
     output = None
     if group.is_main:
+        inputs = [s.path for s in plan.sources()] + ([plan.config_path] if plan.config_path is not None else [])
         try:
-            output = OutputFolder(output_dir, overwrite=overwrite)
+            output = OutputFolder(output_dir, overwrite=overwrite, overwrite_any=overwrite_any, inputs=inputs)
         except BaseException:
             hasher.cancel()
             group.broadcast(None)
@@ -161,6 +173,7 @@ def run_merge(
 
             all_reduce = group.all_reduce if group.distributed else None
             for slot, merged in run_passes(method, slots, all_reduce=all_reduce):
+                check_merged(slot.name, merged, plan, method)
                 writer.add(disk_names[slot.name], merged)
             files = writer.close()
         except BaseException:
@@ -170,20 +183,30 @@ def run_merge(
         if group.is_main and group.distributed:
             files = _assemble_parts(plan, tmp, disk_names, shapes, group.world_size, max_shard_bytes)
         seconds = time.perf_counter() - start
-        report = build_report(plan, method, files, seconds=seconds, device=torch_device, processes=group.world_size)
+        report = build_report(
+            plan,
+            method,
+            files,
+            seconds=seconds,
+            device=torch_device,
+            processes=group.world_size,
+            record_local_paths=record_local_paths,
+        )
         if group.is_main:
-            write_metadata(plan, tmp, method, report, hasher=hasher)
+            write_metadata(plan, tmp, method, report, hasher=hasher, record_local_paths=record_local_paths)
             if write_card:
                 from .card import write_model_card
 
-                write_model_card(tmp)
+                write_model_card(tmp, repo_id=card_repo_id)
             final = output.commit()
         group.barrier()
-    except BaseException:
+    except BaseException as exc:
         if hasher is not None:
             hasher.cancel()
         if output is not None:
             output.abort()
+        if isinstance(exc, OSError) and not isinstance(exc, R2MError):  # the output side: disk full, read-only, …
+            raise output_error(Path(output_dir).absolute(), exc) from None
         raise
     if not group.is_main:
         return MergeResult(Path(output_dir).resolve(), report, plan, is_main_process=False, warnings=report.warnings)
@@ -197,7 +220,52 @@ def _write_heads(plan: MergePlan, writer: StreamingSafetensorsWriter, disk_names
     heads = [s.head(plan.layout, plan.compute_dtype) for s in plan.specialists]
     weight, bias = merge_heads(heads, plan.names, head_choice(plan.config), [s.weight for s in plan.specialists])
     for name in plan.layout.head_names:
-        writer.add(disk_names[name], weight if name.endswith("weight") else bias)
+        tensor = weight if name.endswith("weight") else bias
+        check_merged(name, tensor, plan, None)
+        writer.add(disk_names[name], tensor)
+
+
+def check_merged(name: str, tensor: torch.Tensor, plan: MergePlan, method) -> None:
+    """A merged tensor must be finite, and within the range of the output dtype.
+
+    Raises:
+        `MethodError`: naming the tensor and the parameter to look at (the largest of the method's numeric
+        parameters, or the output dtype); the merge stops and nothing is written.
+    """
+    if tensor is None:
+        return
+    finite = bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())  # a sum may overflow
+    if finite:
+        out = plan.out_dtype
+        if not out.is_floating_point or torch.finfo(out).max >= torch.finfo(tensor.dtype).max:
+            return
+        peak = float(tensor.abs().max())
+        if peak <= torch.finfo(out).max:
+            return
+        out_name = str(out).removeprefix("torch.")
+        raise MethodError(
+            f"merged tensor {name} reaches |{peak:.4g}|, beyond the range of out_dtype {out_name} "
+            f"(at most {torch.finfo(out).max:.4g}): use out_dtype: float32 or bfloat16{_parameter_hint(method)}; "
+            "nothing was written"
+        )
+    dtype = str(plan.compute_dtype).removeprefix("torch.")
+    low = " or use dtype: float32" if plan.compute_dtype in (torch.float16, torch.bfloat16) else ""
+    raise MethodError(
+        f"merged tensor {name} has NaN or infinite values although every input tensor is finite: the merge "
+        f"overflows in {dtype}{_parameter_hint(method, prefix=': look at')}{low}; nothing was written"
+    )
+
+
+def _parameter_hint(method, prefix: str = ", or lower") -> str:
+    """`` lower parameters.K (= V)``: the method's numeric parameter of largest magnitude, or the head policy."""
+    if method is None:
+        return f"{prefix} the specialists' heads and models[*].parameters.weight"
+    values = method.parameters.model_dump(by_alias=True)
+    numeric = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if not numeric:
+        return f"{prefix} the specialists' weights (models[*].parameters.weight)"
+    key = max(numeric, key=lambda k: abs(numeric[k]))
+    return f"{prefix} parameters.{key} (= {numeric[key]:g})"
 
 
 def _assemble_parts(
@@ -226,4 +294,4 @@ def _assemble_parts(
     return files
 
 
-__all__ = ["MergeResult", "iter_slots", "resolve_device", "run_merge"]
+__all__ = ["MergeResult", "check_merged", "iter_slots", "resolve_device", "run_merge"]

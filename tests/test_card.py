@@ -12,6 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from r2m_hf.card import collect_licence, write_model_card
+from r2m_hf.card_evaluation import md_text
 from r2m_hf.recipe import Recipe
 from tests.conftest import write_yaml
 
@@ -129,7 +130,7 @@ def test_card_of_a_real_merge_parses_and_carries_the_recipe(zoo, tmp_path: Path)
     assert "# out\n" in text and ".tmp-" not in text
     assert "softmax(logits)[1]" in text and 'pipeline("image-classification"' in text
     rows = MergeReport.read(out).summary_rows()
-    assert rows and all(f"| {label} | {value} |" in text for label, value in rows)  # the method's own rows
+    assert rows and all(f"| {md_text(label)} | {md_text(value)} |" in text for label, value in rows)  # the method's
     assert "A deepfake detector made by merging 3 specialist detectors with `r2m` (r2m-hf): " in text
     recipe = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load(recipe) == yaml.safe_load((out / "merge_config.yaml").read_text())
@@ -161,8 +162,8 @@ def test_card_metadata_with_hub_inputs_and_model_index(tmp_path: Path) -> None:
     assert (out / "eval_auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "**0.4987**" in text and "in-domain" in text
     assert "- spectral gap is small" in text  # an old report's warnings, read from its method diagnostics
-    assert "- base_model taken from models[0]'s adapter_config.json" in text
-    assert "| real-core coefficients c | [0.3400, 0.3300, 0.3300] |" in text
+    assert "- base_model taken from models\\[0]'s adapter_config.json" in text  # escaped: notes are input text
+    assert "| real-core coefficients c | \\[0.3400, 0.3300, 0.3300] |" in text
 
 
 def test_a_renamed_recipe_key_is_an_error_not_a_question_mark(tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ def test_usage_errors_exit_2(capsys):
 def test_every_verb_is_registered_with_debug():
     parser = build_parser()
     verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(verbs) == {"merge", "eval", "push", "check-specialist", "add", "demo", "bench", "methods"}
+    core = {"merge", "eval", "push", "check-specialist", "add", "demo", "bench", "methods"}
+    assert core <= set(verbs)  # other verb groups (tuning, the detector) register theirs beside these
     for name, sub in verbs.items():
         assert "--debug" in sub.format_help(), name
 

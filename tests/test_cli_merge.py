@@ -60,12 +60,13 @@ def test_merge_config_records_sources_and_sha256(r2m_out, zoo):
     def sha(path):
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-    assert recorded["base_model"]["path"] == str(zoo.base.resolve())
+    # local inputs outside the recipe's folder are recorded by name (never the machine's absolute path) + SHA-256
+    assert recorded["base_model"]["path"] == recorded["base_model"]["reference"] == "backbone"
     assert recorded["base_model"]["files"] == {"model.safetensors": sha(zoo.base / "model.safetensors")}
     assert [m["name"] for m in recorded["models"]] == ["fs", "fr", "efs"]
     for entry, folder in zip(recorded["models"], zoo.specialists):
         assert entry["kind"] == "full"
-        assert entry["source"]["path"] == str(folder.resolve())
+        assert entry["source"]["path"] == entry["source"]["reference"] == folder.name
         assert entry["source"]["files"] == {"model.safetensors": sha(folder / "model.safetensors")}
     assert [m["fake_index"] for m in recorded["models"]] == [1, 0, 1]
     assert recorded["parameters"]["alpha"] == 1.5 and recorded["parameters"]["head"] == "mean"
@@ -123,10 +124,12 @@ def test_merge_flags_reach_the_api_and_its_result_is_printed(monkeypatch, cli, t
     calls = []
     monkeypatch.setattr(r2m_hf, "merge", lambda *args, **kwargs: calls.append((args, kwargs)) or _fake_result())
     flags = ["--device", "auto", "--overwrite", "--allow-pickle", "--push-to-hub", "org/x", "--private"]
+    flags += ["--overwrite-any", "--record-local-paths"]
     result = cli("merge", tmp_path / "m.yaml", tmp_path / "out", *flags, "--revision", "dev", "--create-pr")
     assert (result.code, result.err) == (0, "")
     options = {"device": "auto", "overwrite": True, "allow_pickle": True, "progress": False, "push_to_hub": "org/x"}
-    options |= {"private": True, "revision": "dev", "create_pr": True}
+    options |= {"private": True, "revision": "dev", "create_pr": True, "overwrite_any": True}
+    options |= {"record_local_paths": True}
     assert calls == [((tmp_path / "m.yaml", tmp_path / "out"), options)]
     assert result.out.splitlines() == [
         "merged 2 specialists with m → /x/out",
@@ -149,6 +152,8 @@ def test_merge_flags_reach_the_api_and_its_result_is_printed(monkeypatch, cli, t
             **options,
             "device": "cpu",
             "overwrite": False,
+            "overwrite_any": False,
+            "record_local_paths": False,
             "allow_pickle": False,
             "push_to_hub": None,
             "private": False,

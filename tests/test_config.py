@@ -191,3 +191,92 @@ def test_negative_weight_and_non_mapping_are_refused():
         )
     with pytest.raises(ConfigError, match="expected a mapping"):
         parse_config(["merge_method", "average"], where="w.yaml")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Numbers must be finite and in range; names are restricted (issue 10).
+
+
+def _two(**first) -> dict:
+    return {"merge_method": "task_arithmetic", "base_model": "b", "models": [{"model": "a", **first}, {"model": "c"}]}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_weight_is_refused(value):
+    with pytest.raises(ConfigError, match=r"models\.0\.parameters: weight must be a finite number"):
+        parse_config(_two(parameters={"weight": value}))
+
+
+def test_nan_weight_from_yaml_is_one_config_error(tmp_path, cli):
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "merge_method: task_arithmetic\nbase_model: b\nmodels:\n  - {model: a, parameters: {weight: .nan}}\n"
+        "  - {model: c}\n"
+    )
+    result = cli("merge", path, tmp_path / "out", "--no-progress")
+    assert result.code == 2 and "weight must be a finite number" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_all_zero_weights_name_the_key():
+    data = _two(parameters={"weight": 0})
+    data["models"][1]["parameters"] = {"weight": 0.0}
+    with pytest.raises(ConfigError, match=r"w\.yaml: models\[\*\]\.parameters\.weight: the weights sum to 0"):
+        parse_config(data, where="w.yaml")
+
+
+@pytest.mark.parametrize(
+    ("parameters", "key"),
+    [
+        ({"lambda": float("inf")}, "lambda"),
+        ({"lambda": float("nan")}, "lambda"),
+        ({"nested": {"deep": [1.0, float("-inf")]}}, r"nested\.deep\[1\]"),
+    ],
+)
+def test_non_finite_method_parameters_are_refused_by_key(parameters, key):
+    with pytest.raises(ConfigError, match=rf"parameters: .*{key}: .* is not a finite number"):
+        parse_config({**_two(), "parameters": parameters}, where="w.yaml")
+
+
+def test_lambda_inf_from_yaml_is_refused(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "merge_method: task_arithmetic\nbase_model: b\nmodels: [{model: a}, {model: c}]\nparameters: {lambda: .inf}\n"
+    )
+    with pytest.raises(ConfigError, match=r"lambda: inf is not a finite number"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a\nb", "---", "x</td><script>alert(1)</script>", "[link](http://evil)", "a: b", "&anchor", "`code`", "", "-x"],
+)
+def test_hostile_names_are_refused(name):
+    with pytest.raises(ConfigError, match=r"models\.0\.name: a name is 1-64 letters"):
+        parse_config(_two(name=name))
+
+
+def test_names_taken_from_folders_are_brought_to_the_allowed_characters():
+    config = parse_config({"merge_method": "average", "models": [{"model": "x/a b<i>"}, {"model": "./c\nd"}]})
+    assert config.names() == ["a-b-i", "c-d"]
+
+
+def test_a_mapping_with_non_string_keys_is_one_config_error():
+    with pytest.raises(ConfigError, match="w.yaml"):
+        parse_config({1: "x", "merge_method": "average", "models": [{"model": "a"}, {"model": "b"}]}, where="w.yaml")
+
+
+@pytest.mark.parametrize("model", ["a\0b", "x" * 5000, "a" * 300 + "@" + "b", "/" + "d" * 5000])
+def test_references_no_path_can_be_are_one_short_error(model, tmp_path):
+    from r2m_hf.errors import R2MError
+    from r2m_hf.planning import plan_merge
+
+    data = {"merge_method": "average", "models": [{"model": model}, {"model": "b"}]}
+    with pytest.raises(R2MError) as info:
+        plan_merge(parse_config(data, where="w.yaml"), config_path=tmp_path / "w.yaml")
+    assert len(str(info.value)) < 600 and "\n" not in str(info.value)
+
+
+def test_a_method_name_outside_the_allowed_characters():
+    with pytest.raises(ConfigError, match="merge_method: a method name is"):
+        parse_config({"merge_method": "r2m\n# injected", "models": [{"model": "a"}, {"model": "b"}]})

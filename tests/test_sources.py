@@ -107,4 +107,4 @@ def test_base_plus_adapter_syntax(zoo, lora, tmp_path, cli):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     recorded = yaml.safe_load((tmp_path / "a" / "merge_config.yaml").read_text())
-    assert recorded["models"][0]["adapter_base"]["path"] == str(zoo.base.resolve())
+    assert recorded["models"][0]["adapter_base"]["path"] == "backbone"  # relative to plus.yaml's folder

@@ -17,7 +17,19 @@ def register(subparsers) -> None:
     merge.add_argument("config", type=Path, help="merge YAML")
     merge.add_argument("output_dir", type=Path, help="folder to write (must not exist or be empty)")
     merge.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the math runs")
-    merge.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    merge.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output folder that r2m-hf wrote (never an input)"
+    )
+    merge.add_argument(
+        "--overwrite-any",
+        action="store_true",
+        help="also replace an existing folder r2m-hf did not write: its contents are deleted (never an input)",
+    )
+    merge.add_argument(
+        "--record-local-paths",
+        action="store_true",
+        help="record local inputs by absolute path in the recipe and card (default: relative path or name + SHA-256)",
+    )
     merge.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     merge.add_argument("--allow-pickle", action="store_true", help="accept pickle (*.bin) checkpoints")
     add_progress(merge)
@@ -52,6 +64,8 @@ def run_merge(args: argparse.Namespace) -> int:
         args.output_dir,
         device=args.device,
         overwrite=args.overwrite,
+        overwrite_any=args.overwrite_any,
+        record_local_paths=args.record_local_paths,
         allow_pickle=args.allow_pickle,
         progress=show_progress(args),
         push_to_hub=args.push_to_hub,
