@@ -45,6 +45,17 @@ _LAZY = {
     "available_methods": "methods.registry",
     "get_method": "methods.registry",
     "register_method": "methods.registry",
+    "Detector": "detector",
+    "Prediction": "detector",
+    "FaceBox": "detector",
+    "FrameScore": "detector",
+    "Calibration": "detector",
+    "calibrate": "detector",
+    "tune": "tuning",
+    "compare": "tuning",
+    "TuneResult": "tuning",
+    "TrialRecord": "tuning",
+    "CompareResult": "tuning",
 }
 
 __all__ = [
@@ -75,6 +86,17 @@ __all__ = [
     "push",
     "register_method",
     "run_merge",
+    "Calibration",
+    "CompareResult",
+    "Detector",
+    "FaceBox",
+    "FrameScore",
+    "Prediction",
+    "TrialRecord",
+    "TuneResult",
+    "calibrate",
+    "compare",
+    "tune",
 ]
 
 
@@ -113,8 +135,10 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:
     from .config import MergeConfig, load_config
+    from .detector import Calibration, Detector, FaceBox, FrameScore, Prediction, calibrate
     from .groups import Group
     from .merge import MergePlan, MergeResult, merge, plan_merge, push, run_merge
     from .methods.base import MergeMethod, MethodParameters, TensorSlot
     from .methods.registry import available_methods, get_method, register_method
     from .recipe import MergeReport, Recipe
+    from .tuning import CompareResult, TrialRecord, TuneResult, compare, tune

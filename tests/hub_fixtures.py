@@ -20,6 +20,10 @@ default endpoint lives in three places, all patched while a ``hub_server`` is up
 - ``huggingface_hub.hf_api.api.endpoint``: the module-level ``HfApi`` whose bound methods (``upload_file``,
   ``create_repo``, … used by ``ModelCard.push_to_hub``) froze the endpoint at import.
 
+``transformers`` also keeps one ``HfApi`` per process (``transformers.utils.hub._hf_api``, made on first use with the
+endpoint of that moment) to resolve ``main`` to a commit before a load; it is dropped before and after each test, so
+a test never resolves revisions against the server of an earlier one.
+
 With that, code under test needs no ``endpoint=`` at all; passing ``endpoint=hub_endpoint`` explicitly also works.
 Outside pytest (a subprocess, the CLI), set ``HF_ENDPOINT`` before Python starts instead.
 """
@@ -27,6 +31,7 @@ Outside pytest (a subprocess, the CLI), set ``HF_ENDPOINT`` before Python starts
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,7 +114,18 @@ def hub_server(
             constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
         )
         monkeypatch.setattr(_hf_api.api, "endpoint", endpoint)
-        yield server
+        _forget_transformers_hub_client()
+        try:
+            yield server
+        finally:
+            _forget_transformers_hub_client()
+
+
+def _forget_transformers_hub_client() -> None:
+    """Drop transformers' shared ``HfApi`` (it froze the endpoint it was made with); the next load makes a new one."""
+    hub = sys.modules.get("transformers.utils.hub")
+    if hub is not None and getattr(hub, "_hf_api", None) is not None:
+        hub._hf_api = None
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 
 It speaks the subset of the Hub HTTP API that ``huggingface_hub`` 2.4 uses to create repos, commit files, manage
 branches, tags and pull-request refs, list trees, read repo info and download files (``hf_hub_download``,
-``snapshot_download``, ``ModelCard``, ``transformers``' ``from_pretrained``). Storage is in memory and git-like: a
-commit is a full snapshot ``path -> bytes`` with a sha1 id and a parent. Every file is answered ``uploadMode:
-"regular"`` at preupload, so its content travels base64 in the NDJSON commit and neither LFS nor Xet is involved;
-downloads never carry ``X-Xet-Hash``, so the client always takes the plain HTTP path.
+``snapshot_download``, ``ModelCard``, ``transformers``' ``from_pretrained``), for model, dataset and Space repos (a
+Space needs an SDK when it is created, starts with the Hub's default README, and reports its ``sdk`` in its info).
+Storage is in memory and git-like: a commit is a full snapshot ``path -> bytes`` with a sha1 id and a parent. Every
+file is answered ``uploadMode: "regular"`` at preupload, so its content travels base64 in the NDJSON commit and
+neither LFS nor Xet is involved; downloads never carry ``X-Xet-Hash``, so the client always takes the plain HTTP
+path.
 
 Authentication follows the Hub: an unknown bearer token is a 401 ("Invalid credentials in Authorization header");
 a private repo, or a missing one, is a 401 ``RepoNotFound`` without a token and a 404 ``RepoNotFound`` with a token
@@ -37,9 +39,11 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["Commit", "HubServer", "Repo", "RequestRecord"]
 
-REPO_TYPES = ("model", "dataset")
-_URL_PREFIX = {"model": "", "dataset": "datasets/"}
-_API_PLURAL = {"models": "model", "datasets": "dataset"}
+REPO_TYPES = ("model", "dataset", "space")
+SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
+_URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+_API_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
+_COMMIT_PATH = r"/api/(models|datasets|spaces)/.+/commit/"
 _REPO_SUBROUTES = {"revision", "tree", "preupload", "commit", "commits", "branch", "tag", "refs"}
 _DEFAULT_GITATTRIBUTES = (
     b"*.bin filter=lfs diff=lfs merge=lfs -text\n"
@@ -84,6 +88,7 @@ class Repo:
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     pull_requests: dict[int, str] = field(default_factory=dict)
+    sdk: str | None = None  # Spaces only
 
     def resolve(self, revision: str) -> str | None:
         """Commit oid of a branch, tag, ``refs/heads|tags/...``, ``refs/pr/N``, full or short (≥ 7) commit sha."""
@@ -259,11 +264,11 @@ class HubServer:
 
     def fail_next_commit(self, status: int = 500, *, times: int = 1) -> None:
         """Make the next `times` commit requests fail with `status` (nothing is committed)."""
-        self.inject_fault("POST", r"/api/(models|datasets)/.+/commit/", status=status, times=times)
+        self.inject_fault("POST", _COMMIT_PATH, status=status, times=times)
 
     def fail_commit(self, n: int, status: int = 500) -> None:
         """Make the `n`-th commit request from now (1 = the next one) fail with `status`."""
-        self.inject_fault("POST", r"/api/(models|datasets)/.+/commit/", status=status, skip=n - 1)
+        self.inject_fault("POST", _COMMIT_PATH, status=status, skip=n - 1)
 
     def inject_fault(self, method: str, path_regex: str, *, status: int = 500, times: int = 1, skip: int = 0) -> None:
         """Answer `status` to the matching requests (after letting `skip` of them through), `times` times."""
@@ -298,17 +303,33 @@ class HubServer:
 
     # ------------------------------------------------------------------------------- server-side seeding
     def create_repo(
-        self, repo_id: str, *, repo_type: str = "model", private: bool = False, owner: str | None = None
+        self,
+        repo_id: str,
+        *,
+        repo_type: str = "model",
+        private: bool = False,
+        owner: str | None = None,
+        sdk: str | None = None,
     ) -> Repo:
-        """Create a repo directly (no HTTP), with the Hub's initial ``.gitattributes`` commit on ``main``."""
+        """Create a repo directly (no HTTP), with the Hub's initial commit on ``main``: ``.gitattributes``, and for a
+        Space (whose `sdk` is required) the default ``README.md`` whose front matter names the SDK."""
         if repo_type not in REPO_TYPES or repo_id.count("/") != 1:
             raise ValueError(f"unsupported repo {repo_type}:{repo_id}")
+        if (repo_type == "space") != (sdk is not None) or (sdk is not None and sdk not in SPACE_SDKS):
+            raise ValueError(f"a Space needs an sdk among {SPACE_SDKS}, other repos none (got {sdk!r})")
         with self._lock:
             if (repo_type, repo_id) in self._repos:
                 raise ValueError(f"{repo_type} repo {repo_id} exists")
-            repo = Repo(repo_id, repo_type, private, owner or repo_id.split("/")[0], _now())
+            repo = Repo(repo_id, repo_type, private, owner or repo_id.split("/")[0], _now(), sdk=sdk)
             self._repos[(repo_type, repo_id)] = repo
-            oid = self._new_commit(repo, None, "initial commit", "", {".gitattributes": _DEFAULT_GITATTRIBUTES}, "hub")
+            files = {".gitattributes": _DEFAULT_GITATTRIBUTES}
+            if sdk is not None:
+                name = repo_id.split("/")[1]
+                files["README.md"] = (
+                    f"---\ntitle: {name}\nemoji: 🚀\ncolorFrom: blue\ncolorTo: gray\nsdk: {sdk}\npinned: false\n---\n\n"
+                    "Check out the configuration reference at https://huggingface.co/docs/hub/spaces-config-reference\n"
+                ).encode()
+            oid = self._new_commit(repo, None, "initial commit", "", files, "hub")
             repo.branches["main"] = oid
             return repo
 
@@ -512,8 +533,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._repo_api(_API_PLURAL[parts[1]], f"{unquote(parts[2])}/{unquote(parts[3])}", parts[4:])
             raise _HttpError(404, f"Not found: {raw_path}")
         repo_type = "model"
-        if parts[:1] == ["datasets"]:
-            repo_type, parts = "dataset", parts[1:]
+        if parts[:1] in (["datasets"], ["spaces"]):
+            repo_type, parts = _API_PLURAL[parts[0]], parts[1:]
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
             repo_id = f"{unquote(parts[0])}/{unquote(parts[1])}"
             revision, rest = self._split_revision(parts[3:])
@@ -576,8 +597,11 @@ class _Handler(BaseHTTPRequestHandler):
         if existing is not None:
             body = {"error": "You already created this repo", "url": self._repo_url(existing)}
             return 409, json.dumps(body).encode(), {"X-Error-Message": body["error"]}
+        sdk = data.get("sdk") if repo_type == "space" else None
+        if repo_type == "space" and sdk not in SPACE_SDKS:
+            raise _HttpError(400, f"Invalid Space SDK {sdk!r}: use one of {', '.join(SPACE_SDKS)}")
         private = data.get("visibility") == "private" or bool(data.get("private"))
-        repo = hub.create_repo(repo_id, repo_type=repo_type, private=private, owner=namespace)
+        repo = hub.create_repo(repo_id, repo_type=repo_type, private=private, owner=namespace, sdk=sdk)
         return self._ok({"url": self._repo_url(repo), "name": repo_id, "id": repo_id})
 
     def _delete_repo(self) -> tuple[int, bytes, dict]:
@@ -624,6 +648,8 @@ class _Handler(BaseHTTPRequestHandler):
                 info["library_name"] = card["library_name"]
         if repo_type == "model":
             info["modelId"] = repo_id
+        if repo_type == "space":
+            info["sdk"] = repo.sdk
         return self._ok(info)
 
     def _tree(self, repo_type: str, repo_id: str, revision: str, path: str) -> tuple[int, bytes, dict]:

@@ -1,9 +1,10 @@
 """The ``r2m-hf`` command line: parse the arguments, call the API, print what it returns. Nothing else happens here.
 
 One module per verb group registers its parser and its ``run`` function (``merge``/``push``, ``eval``,
-``check-specialist``/``add``, ``demo``, ``bench``, ``methods``); each imports the API inside ``run``, so
-``r2m-hf --help`` imports neither torch nor transformers. Every :class:`~r2m_hf.errors.R2MError` is one
-``r2m-hf: error: ...`` line on stderr and exit code 2 (after its traceback with ``--debug``); Ctrl-C exits with 130.
+``check-specialist``/``add``, ``convert-dfb``/``export-dfb``, ``demo``, ``bench``, ``methods``); each imports the API
+inside ``run``, so ``r2m-hf --help`` imports neither torch nor transformers. Every :class:`~r2m_hf.errors.R2MError` is one
+``r2m-hf: error: ...`` line on stderr and exit code 2 (after its traceback with ``--debug``); Ctrl-C exits with 130
+and SIGTERM with 143, after the same clean-up (temporary folders removed, locks released), each with one line.
 """
 
 from __future__ import annotations
@@ -11,18 +12,31 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 import warnings
 
 from ..errors import R2MError
-from . import bench, contrib, demo, evaluate, merge, methods
+from . import app, bench, contrib, deepfakebench, demo, evaluate, merge, methods, predict, tune
 from ._common import VerbParser, show_progress
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+MAX_MESSAGE = 2000  # an error line is user-facing: never a screenful (inputs in it are clipped already)
 
-VERB_MODULES = (merge, evaluate, contrib, demo, bench, methods)
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that the same clean-up as for Ctrl-C runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the clean-up
+    raise Terminated()
+
+
+VERB_MODULES = (merge, evaluate, contrib, deepfakebench, demo, bench, methods, tune, predict, app)
 
 # Other libraries' progress bars (downloads, weight loading, dataset preparation): (library, the environment variable
 # it reads when imported, the module and function that turn its bars off once it is).
@@ -50,20 +64,41 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
     if not show_progress(args):
         _hide_library_progress_bars()
+    previous = _install_sigterm()
     try:
         return args.run(args)
     except R2MError as exc:
         if args.debug:
             traceback.print_exc()
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "…"
         print(f"r2m-hf: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("r2m-hf: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("r2m-hf: terminated (SIGTERM); temporary files removed", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:  # `r2m-hf methods | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not _NOT_INSTALLED:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+_NOT_INSTALLED = object()
+
+
+def _install_sigterm():
+    """Turn SIGTERM into :class:`Terminated` in the main thread; returns the previous handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _NOT_INSTALLED
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _quiet_libraries() -> None:

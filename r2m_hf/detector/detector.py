@@ -163,6 +163,9 @@ class Detector:
         """
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+        from ..deepfakebench import register
+
+        register()  # converted DeepfakeBench detectors (model_type deepfakebench_clip) load without remote code
         if threshold is not None:
             check_threshold(threshold)
         parse_aggregate(aggregate)

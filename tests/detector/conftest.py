@@ -5,11 +5,13 @@
 * ``media``: a folder with the astronaut photo (one face), the coffee photo (no face), a 3 s video of the
   astronaut's face and a 2 s video of the coffee cup, all written once per session.
 * ``requires_mtcnn``: skips a test when the MTCNN weights (``facenet-pytorch``) are not installed — except on CI,
-  where .ci/run installs them and their absence is a failure.
+  where .ci/run installs them and their absence is a failure. ``requires_gradio`` does the same for the ``app``
+  extra.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,10 @@ from r2m_hf.detector.mtcnn import mtcnn_weights_dir
 requires_mtcnn = pytest.mark.skipif(
     mtcnn_weights_dir() is None and os.environ.get("CI") != "true",
     reason="MTCNN weights not installed: pip install --no-deps facenet-pytorch==2.6.0",
+)
+requires_gradio = pytest.mark.skipif(
+    importlib.util.find_spec("gradio") is None and os.environ.get("CI") != "true",
+    reason="Gradio not installed: pip install -e '.[app]'",
 )
 
 
