@@ -6,8 +6,9 @@ and, when the merge was evaluated, ``eval_results.json``. So the card can be (re
 :func:`r2m_hf.merge.merge` writes it once, after the evaluation, naming the repo it pushes to in the usage snippet. The
 metadata follows the Hub's conventions for merges (``base_model`` = the Hub inputs, ``base_model_relation: merge``)
 and carries a ``model-index`` with typed metrics per forgery family. Licences come from the inputs' own cards (as the
-recipe recorded them). No token ever reaches this module. Everything that came from an input or the recipe (names,
-references, revisions, notes, licences, dataset and family names) is escaped where it is written (see
+recipe recorded them). A threshold calibrated on the folder (``r2m-hf calibrate``, stored in ``config.json``) gets its
+"Decision threshold" section. No token ever reaches this module. Everything that came from an input or the recipe
+(names, references, revisions, notes, licences, dataset and family names) is escaped where it is written (see
 :func:`~r2m_hf.card_evaluation.md_text`), so the card stays valid Markdown and valid ``ModelCard`` metadata whatever
 the input.
 """
@@ -135,7 +136,36 @@ def build_model_card(
     )
     plot = plot_auc(evaluation, folder / PLOT_FILE) if (evaluation and folder is not None) else None
     body = _body(recipe, report, evaluation, licence, repo_id=repo_id, model_name=model_name, plot=plot)
+    calibration = read_folder_calibration(folder) if folder is not None else None
+    if calibration is not None:
+        from .detector.card import threshold_markdown
+
+        body = _insert_before(body, "## Merge diagnostics", threshold_markdown(calibration))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def read_folder_calibration(folder: Path):
+    """The decision threshold calibrated on a model folder (``r2m_hf.threshold`` in its ``config.json``), else None.
+
+    Raises:
+        `ConfigError`: the stored threshold is malformed.
+    """
+    from .detector.calibration import read_calibration
+
+    try:
+        return read_calibration(folder)
+    except (OSError, TypeError, ValueError) as exc:  # an unreadable config.json: reported by whoever reads weights
+        if isinstance(exc, R2MError):
+            raise
+        return None
+
+
+def _insert_before(body: str, heading: str, section: str) -> str:
+    """`body` with `section` inserted before the line `heading` (appended when there is none)."""
+    at = body.find(f"\n{heading}\n")
+    if at < 0:
+        return body.rstrip("\n") + "\n\n" + section
+    return body[: at + 1] + section + "\n" + body[at + 1 :]
 
 
 def _folder_name(folder: Path | None) -> str:
@@ -238,7 +268,12 @@ def _body(
             f"{md_text(model.kind)} | {md_text(model.fake_index)} |"
         )
     lines += ["", licence.describe(), ""]
-    lines += _usage(repo_id, model_name)
+    remote_code = report.architecture == "DeepfakeBenchCLIPForImageClassification"
+    if remote_code:  # DeepfakeBench detectors: their own model class, shipped in the folder
+        from .deepfakebench import MODEL_CLASS_NOTE
+
+        lines += [MODEL_CLASS_NOTE, ""]
+    lines += _usage(repo_id, model_name, remote_code=remote_code)
     lines += threshold_lines(evaluation)
     if evaluation:
         lines += evaluation_lines(evaluation, plot)
@@ -285,15 +320,16 @@ def _revision_cell(record: SourceRecord) -> str:
     return "—"
 
 
-def _usage(repo_id: str | None, model_name: str) -> list[str]:
+def _usage(repo_id: str | None, model_name: str, *, remote_code: bool = False) -> list[str]:
     ref = repo_id if (repo_id and HUB_ID.match(repo_id)) else f"path/to/{safe_name(model_name)}"
+    options = ", trust_remote_code=True" if remote_code else ""
     return [
         "## How to use",
         "",
         "```python",
         "from transformers import pipeline",
         "",
-        f'detector = pipeline("image-classification", model="{ref}")',
+        f'detector = pipeline("image-classification", model="{ref}"{options})',
         'predictions = detector("image.jpg", top_k=2)',
         'p_fake = next(p["score"] for p in predictions if p["label"] == "fake")',
         "```",
@@ -328,4 +364,12 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-__all__ = ["Licence", "build_model_card", "collect_licence", "eval_results_for_index", "hub_inputs", "write_model_card"]
+__all__ = [
+    "Licence",
+    "build_model_card",
+    "collect_licence",
+    "eval_results_for_index",
+    "hub_inputs",
+    "read_folder_calibration",
+    "write_model_card",
+]

@@ -359,6 +359,3 @@ def _pickle_refusal(exc: Exception) -> str:
         if line and not line.lower().startswith(skip):
             return clip(line)
     return clip(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'}")
-
-
-from .lora import LoraAdapter  # noqa: E402, F401  (re-exported: it reads through TensorFiles above)

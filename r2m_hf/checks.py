@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
-from .checkpoint import Checkpoint, LoraAdapter
+from .checkpoint import Checkpoint
 from .config import path_exists
 from .errors import CheckpointError, ConfigError, clip
 from .groups import ModelLayout
 from .heads import fake_index_or_error
+from .lora import LoraAdapter
 from .sources import ResolvedSource, read_model_json
 
 # A full model whose tensors all differ from the base's by more than this (median ‖θ−θ0‖/‖θ0‖ over matrices) was
@@ -52,9 +53,12 @@ def read_model_config(folder: Path, who: str):
     """
     from transformers import AutoConfig
 
+    from .deepfakebench import register
+
     # inside the folder, small, a JSON object with well-typed labels: checked before transformers reads it
     if read_model_json(Path(folder), "config.json", CheckpointError) is None:
         return None
+    register()  # converted DeepfakeBench detectors (model_type deepfakebench_clip) are read without remote code
     file = Path(folder) / "config.json"
     try:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
@@ -131,7 +135,9 @@ def check_architectures(configs: Sequence[tuple[str, Any]], base_config, base_wh
                 f"{who}: architecture {cfg.model_type} differs from {reference.model_type}; all specialists must be "
                 "fine-tuned from the same backbone"
             )
-    if base_config is not None and base_config.model_type != reference.model_type:
+    # A stock CLIP is the base of DeepfakeBench CLIP detectors: such configs name the base model_types they accept.
+    accepted = (reference.model_type, *getattr(reference, "compatible_base_model_types", ()))
+    if base_config is not None and base_config.model_type not in accepted:
         raise CheckpointError(
             f"{base_who}: architecture {base_config.model_type} differs from the specialists' {reference.model_type}"
         )

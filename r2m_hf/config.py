@@ -12,6 +12,7 @@ A compatible subset of mergekit's format::
     parameters: {alpha: 0.6}
     dtype: float32
     out_dtype: bfloat16
+    tune: {trials: 40}                    # read by `r2m-hf tune` only (optional)
 
 Relative local paths are resolved against the YAML file's folder first, then the working directory. The YAML is read
 with a node budget (an alias "bomb" is refused before it expands) and a size limit, every number must be finite, and
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .engine import build_method
 from .errors import ConfigError, clip, format_validation_error
@@ -40,6 +41,7 @@ MAX_YAML_NODES = 20_000  # scalars, lists and mappings after expanding every ali
 NAME = re.compile(r"^\w[\w.+-]{0,63}$")
 METHOD_NAME = re.compile(r"^[\w.-]{1,64}$")
 MAX_REFERENCE = 4096
+DFB_PREFIX = "dfb:"  # a DeepfakeBench checkpoint: `model: dfb:path/or/owner/repo/file.pth` with `backbone:`
 
 
 def load_yaml(text: str, where: str, *, max_nodes: int = MAX_YAML_NODES) -> Any:
@@ -179,10 +181,20 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="repo id[@revision], local folder, or base+adapter", max_length=MAX_REFERENCE)
+    model: str = Field(
+        description="repo id[@revision], local folder, base+adapter, or dfb:FILE.pth", max_length=MAX_REFERENCE
+    )
     name: str | None = None
     fake_label: str | int | None = None
     parameters: dict[str, float] = Field(default_factory=dict)
+    backbone: str | None = Field(
+        None,
+        description="dfb: models: folder or Hub id of the CLIP they were trained from",
+        max_length=MAX_REFERENCE,
+    )
+    variant: Literal["clip", "effort"] | None = Field(
+        None, description="dfb: models: DeepfakeBench's CLIP detector (the default) or its Effort detector"
+    )
 
     @field_validator("name")
     @classmethod
@@ -214,12 +226,32 @@ class ModelEntry(BaseModel):
             raise ValueError("weight must be ≥ 0")
         return value
 
+    @model_validator(mode="after")
+    def _dfb_fields(self) -> ModelEntry:
+        if self.is_dfb and not self.backbone:
+            raise ValueError(
+                "a dfb: model needs `backbone:`, the CLIP it was trained from (e.g. openai/clip-vit-large-patch14)"
+            )
+        if not self.is_dfb and (self.backbone is not None or self.variant is not None):
+            raise ValueError("`backbone:` and `variant:` apply to dfb: models (DeepfakeBench checkpoints) only")
+        return self
+
+    @property
+    def is_dfb(self) -> bool:
+        """A DeepfakeBench checkpoint (``dfb:path/or/owner/repo/file.pth``), converted on first use."""
+        return self.model.startswith(DFB_PREFIX)
+
     @property
     def weight(self) -> float:
         return float(self.parameters.get("weight", 1.0))
 
     def sources(self) -> tuple[SourceSpec | None, SourceSpec]:
-        """(base of a ``base+adapter`` reference or None, the model/adapter itself)."""
+        """(base of a ``base+adapter`` reference or None, the model/adapter itself); a ``dfb:`` entry is kept whole
+        (its file is resolved and converted by the planner)."""
+        if self.is_dfb:
+            if not self.model[len(DFB_PREFIX) :].strip():
+                raise ValueError("dfb: needs a checkpoint file (dfb:path/to/file.pth or dfb:owner/repo/file.pth)")
+            return None, SourceSpec(self.model)
         if "+" in self.model and not path_exists(self.model):
             base, _, adapter = self.model.partition("+")
             return SourceSpec.parse(base), SourceSpec.parse(adapter)
@@ -258,6 +290,8 @@ class MergeConfig(BaseModel):
     dtype: DType = "float32"
     out_dtype: DType | None = None
     evaluation: EvaluationSection | None = None
+    # `r2m-hf tune`'s section, validated by the tuner (r2m_hf.tuning.space.TuneSection); a merge ignores it.
+    tune: dict[str, Any] | None = None
 
     @field_validator("merge_method")
     @classmethod
@@ -305,6 +339,11 @@ def parse_config(data: Any, where: str = "config") -> MergeConfig:
             entry.sources()
         except ValueError as exc:
             raise ConfigError(f"{where}: models[{i}].model: {clip(str(exc))}") from None
+        try:
+            if entry.backbone is not None:
+                SourceSpec.parse(entry.backbone)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: models[{i}].backbone: {clip(str(exc))}") from None
     config.check_names_unique(where)
     params = dict(config.parameters)
     head = params.pop("head", "mean")
@@ -317,7 +356,8 @@ def parse_config(data: Any, where: str = "config") -> MergeConfig:
         method = build_method(config.merge_method, params, config.names(), [m.weight for m in config.models])
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    if method.requires_base and not config.base_model:
+    # dfb: models bring their base (the CLIP they were trained from), as adapters do.
+    if method.requires_base and not config.base_model and not any(m.is_dfb for m in config.models):
         raise ConfigError(f"{where}: base_model: merge_method {config.merge_method!r} needs a base_model")
     return config
 

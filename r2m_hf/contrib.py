@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .checkpoint import LEGACY_VIT_MODULES, Checkpoint, LoraAdapter
+from .checkpoint import LEGACY_VIT_MODULES, Checkpoint
 from .checks import (
     Finding,
     check_adapter_base,
@@ -30,6 +30,7 @@ from .checks import (
 )
 from .config import ModelEntry, SourceSpec, load_config, load_yaml, parse_config, read_yaml_text
 from .errors import ConfigError, R2MError, format_validation_error
+from .lora import LoraAdapter
 from .planning import Specialist, adapter_labels, layout_for
 from .sources import ResolvedSource, resolve_source
 

@@ -171,6 +171,23 @@ def build_report(
     )
 
 
+def copy_remote_code(config, sources: list[Path], folder: Path) -> None:
+    """Copy the modules a config's ``auto_map`` names (a DeepfakeBench detector's model class) from the first input
+    folder that has them, so the merged folder loads with ``trust_remote_code=True`` as its inputs did.
+
+    Args:
+        config (`PretrainedConfig`): the merged model's config.
+        sources (`list[Path]`): the input folders, in the order they are searched.
+        folder (`Path`): the (temporary) output folder.
+    """
+    modules = {ref.split(".")[0] for ref in (getattr(config, "auto_map", None) or {}).values() if isinstance(ref, str)}
+    for module in sorted(m for m in modules if m.isidentifier()):  # not a Hub reference (``repo--module``) or a path
+        files = (model_file(s, f"{module}.py") for s in sources)  # each file resolved inside its own model folder
+        found = next((f for f in files if f.is_file()), None)
+        if found is not None:
+            shutil.copyfile(found, folder / found.name)
+
+
 def write_metadata(
     plan: MergePlan,
     folder: Path,
@@ -190,10 +207,15 @@ def write_metadata(
         hasher (`InputHasher`, *optional*): the running hasher; the inputs are hashed now when not given.
         record_local_paths (`bool`): record local inputs by absolute path.
     """
+    from .detector.calibration import CONFIG_KEY
+
     config = plan.layout.config
     config.architectures = [plan.layout.model_class]
+    if hasattr(config, CONFIG_KEY):  # a specialist's calibrated threshold says nothing about the merged model
+        delattr(config, CONFIG_KEY)
     config.dtype = plan.config.out_dtype or plan.config.dtype
     config.save_pretrained(folder)
+    copy_remote_code(config, [s.source.path for s in plan.specialists], folder)
     if plan.processor_dir is not None:
         for name in PROCESSOR_FILES:
             source = model_file(plan.processor_dir, name)
@@ -207,6 +229,7 @@ def write_metadata(
 __all__ = [
     "InputHasher",
     "build_recipe",
+    "copy_remote_code",
     "build_report",
     "local_path_text",
     "scrub_paths",

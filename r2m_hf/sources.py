@@ -99,7 +99,7 @@ class ResolvedSource:
                 license=licence,
             )
         shown = self.display_path(record_local_paths)
-        written = self.spec.reference
+        written = self.spec.reference.removeprefix("dfb:")  # a DeepfakeBench file: its path after the prefix
         relative = not Path(written).is_absolute() and not written.startswith("~") and ".." not in Path(written).parts
         reference = str(self.spec) if (record_local_paths or relative) else shown
         return SourceRecord(reference=reference, path=shown, files=files, license=licence)

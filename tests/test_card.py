@@ -222,3 +222,62 @@ def test_missing_recipe_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(OutputError, match="no merge_config.yaml"):
         write_model_card(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A threshold calibrated on the merged folder (``r2m-hf calibrate``) gets its section; DeepfakeBench detectors say
+# which model class they need.
+
+
+def test_a_calibrated_folder_gets_its_decision_threshold_section(tmp_path: Path) -> None:
+    from r2m_hf.detector import read_calibration
+    from r2m_hf.detector.calibration import choose_threshold, write_calibration
+
+    out = _folder(tmp_path, _recipe(_hub("org/backbone"), _hub("org/a"), _hub("org/b")), EVALUATION)
+    (out / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    text = write_model_card(out).read_text()
+    assert "## Decision threshold" not in text  # not calibrated: the card says so only in its generic advice
+
+    scores, labels = [0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.8, 0.9], [0, 0, 0, 1, 0, 1, 1, 1]
+    hostile = "org/val</td><script>x</script>"
+    write_calibration(out, choose_threshold(scores, labels, at="eer", dataset=hostile, split="validation"))
+    calibration = read_calibration(out)
+    text = write_model_card(out).read_text()
+    section = text.split("## Decision threshold\n", 1)[1].split("\n## ", 1)[0]
+    assert text.index("## Decision threshold") < text.index("## Merge diagnostics")  # before the diagnostics
+    assert f"| {md_text('Threshold (fake when P(fake) ≥ it)')} | {calibration.value:.4g} |" in section
+    assert "4 real, 4 fake images" in section and "Chosen at the equal error rate on 4 real and 4 fake" in section
+    assert "validation" in section and "<script>" not in text  # the data it was chosen on, escaped
+    assert "`r2m-hf predict`" in section
+    assert text.count("## Decision threshold") == 1
+
+
+def test_a_specialists_threshold_is_not_inherited_by_the_merge(zoo, tmp_path: Path) -> None:
+    import shutil
+
+    from r2m_hf.detector.calibration import CONFIG_KEY, choose_threshold, write_calibration
+    from r2m_hf.merge import merge
+
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(zoo.specialists[0], calibrated)
+    write_calibration(calibrated, choose_threshold([0.1, 0.9], [0, 1], at="eer"))
+    models = [{"model": str(calibrated), "name": "cal"}, *({"model": str(p)} for p in zoo.specialists[1:])]
+    config = write_yaml(tmp_path / "m.yaml", {"merge_method": "r2m", "base_model": str(zoo.base), "models": models})
+    out = merge(config, tmp_path / "out", progress=False).output_dir
+    assert CONFIG_KEY not in json.loads((out / "config.json").read_text())
+    assert "## Decision threshold" not in (out / "README.md").read_text()
+
+
+def test_a_deepfakebench_merge_card_names_its_model_class(tmp_path: Path) -> None:
+    from r2m_hf.deepfakebench import MODEL_CLASS_NOTE
+
+    out = _folder(tmp_path, _recipe(_hub("org/backbone"), _hub("org/a"), _hub("org/b")))
+    text = write_model_card(out, repo_id="org/merged").read_text()
+    assert MODEL_CLASS_NOTE not in text and 'pipeline("image-classification", model="org/merged")' in text
+    report = json.loads((out / "merge_report.json").read_text())
+    (out / "merge_report.json").write_text(
+        json.dumps({**report, "architecture": "DeepfakeBenchCLIPForImageClassification"})
+    )
+    text = write_model_card(out, repo_id="org/merged").read_text()
+    assert MODEL_CLASS_NOTE in text
+    assert 'pipeline("image-classification", model="org/merged", trust_remote_code=True)' in text

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from safetensors.torch import load_file, save_file
 
-from r2m_hf.checkpoint import Checkpoint, LoraAdapter
+from r2m_hf.checkpoint import Checkpoint
 from r2m_hf.checks import (
     Finding,
     check_adapter_base,
@@ -29,6 +29,7 @@ from r2m_hf.checks import (
 )
 from r2m_hf.config import SourceSpec
 from r2m_hf.errors import CheckpointError, ConfigError, LabelError
+from r2m_hf.lora import LoraAdapter
 from r2m_hf.planning import layout_for, plan_merge
 from r2m_hf.sources import ResolvedSource
 from r2m_hf.zoo import save_backbone, tiny_config

@@ -280,3 +280,64 @@ def test_references_no_path_can_be_are_one_short_error(model, tmp_path):
 def test_a_method_name_outside_the_allowed_characters():
     with pytest.raises(ConfigError, match="merge_method: a method name is"):
         parse_config({"merge_method": "r2m\n# injected", "models": [{"model": "a"}, {"model": "b"}]})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# DeepfakeBench checkpoints (``dfb:``) and the tuner's ``tune:`` section.
+
+
+def _dfb(**entry) -> dict:
+    first = {"model": "dfb:ckpt/fs.pth", "backbone": "openai/clip-vit-large-patch14", **entry}
+    return {"merge_method": "r2m", "models": [first, {"model": "dfb:ckpt/fr.pth", "backbone": "clip"}]}
+
+
+def test_dfb_entries_bring_their_base_and_are_kept_whole():
+    config = parse_config(_dfb(variant="effort", name="fs"))  # r2m needs a base: the backbone is it
+    first = config.models[0]
+    assert first.is_dfb and first.variant == "effort" and config.models[1].variant is None  # clip, unless said
+    assert "variant" not in config.model_dump(exclude_none=True)["models"][1]  # a dumped recipe gains no key
+    assert first.sources() == (None, SourceSpec("dfb:ckpt/fs.pth"))
+    assert config.names() == ["fs", "fr.pth"]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (_dfb(backbone=None), r"models\.0: .*a dfb: model needs `backbone:`"),
+        (_dfb(variant="xception"), r"models\.0\.variant: .*'clip' or 'effort'"),
+        (_dfb(model="dfb:"), r"models\[0\]\.model: dfb: needs a checkpoint file"),
+        (_dfb(backbone="org/clip@"), r"models\[0\]\.backbone: .*expected repo_id@revision"),
+        (
+            {"merge_method": "average", "models": [{"model": "a", "backbone": "b"}, {"model": "c"}]},
+            r"models\.0: .*`backbone:` and `variant:` apply to dfb: models",
+        ),
+    ],
+)
+def test_malformed_dfb_entries_are_one_config_error(data, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        parse_config(data, where="w.yaml")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("model", ["dfb:a\0b.pth", "dfb:" + "x" * 4000, "dfb:../../etc/passwd", "dfb:/no/such.pth"])
+def test_dfb_references_no_file_can_be_are_one_short_error(model, tmp_path, monkeypatch):
+    from r2m_hf.errors import R2MError
+    from r2m_hf.planning import plan_merge
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = tmp_path / "clip"
+    base.mkdir()
+    data = {"merge_method": "average", "models": [{"model": model, "backbone": str(base)}, {"model": "b"}]}
+    with pytest.raises(R2MError) as info:
+        plan_merge(parse_config(data, where="w.yaml"), config_path=tmp_path / "w.yaml")
+    assert len(str(info.value)) < 600 and "\n" not in str(info.value)
+
+
+def test_a_tune_section_is_accepted_and_ignored_by_merge(zoo, tmp_path, cli):
+    data = recipe(zoo, tune={"methods": ["r2m", "ties"], "trials": 4, "space": {"r2m": {"alpha": [0.5, 1.0]}}})
+    config = load_config(write_yaml(tmp_path / "tuned.yaml", data))
+    assert config.tune == {"methods": ["r2m", "ties"], "trials": 4, "space": {"r2m": {"alpha": [0.5, 1.0]}}}
+    result = cli("merge", tmp_path / "tuned.yaml", tmp_path / "out", "--no-progress")
+    assert result.code == 0, result.err
+    with pytest.raises(ConfigError, match="tune: Input should be a valid dictionary"):
+        parse_config({"merge_method": "average", "models": [{"model": "a"}, {"model": "b"}], "tune": [1]})

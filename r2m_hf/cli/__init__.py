@@ -2,8 +2,8 @@
 
 One module per verb group registers its parser and its ``run`` function (``merge``/``push``, ``eval``,
 ``check-specialist``/``add``, ``convert-dfb``/``export-dfb``, ``demo``, ``bench``, ``methods``); each imports the API
-inside ``run``, so ``r2m-hf --help`` imports neither torch nor transformers. Every :class:`~r2m_hf.errors.R2MError` is one
-``r2m-hf: error: ...`` line on stderr and exit code 2 (after its traceback with ``--debug``); Ctrl-C exits with 130
+inside ``run``, so ``r2m-hf --help`` imports neither torch nor transformers. Every :class:`~r2m_hf.errors.R2MError` is
+one ``r2m-hf: error: ...`` line on stderr and exit code 2 (after its traceback with ``--debug``); Ctrl-C exits with 130
 and SIGTERM with 143, after the same clean-up (temporary folders removed, locks released), each with one line.
 """
 

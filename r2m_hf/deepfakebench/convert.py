@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, SourceError
+from ..errors import CheckpointError, ConfigError, SourceError, clip
 from ..writer import DEFAULT_MAX_SHARD_BYTES, OutputFolder, StreamingSafetensorsWriter
 from .modeling_deepfakebench_clip import MODEL_TYPE, DeepfakeBenchCLIPConfig
 from .state_dict import check_dfb_state_dict, expected_shapes, load_dfb_state_dict, to_hf_name
@@ -37,6 +37,7 @@ VISION_FIELDS = (
     "initializer_factor",
 )  # fmt: skip
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+MAX_HUB_FILE = 1024  # owner/repo/path/in/repo.pth[@revision]
 HUB_FILE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)/(?P<file>[^@]+?)(?:@(?P<revision>[\w./-]+))?$")
 
 
@@ -82,7 +83,7 @@ def backbone_config(backbone: str | Path, *, variant: str = "clip") -> DeepfakeB
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SourceError(f"{file}: cannot read the backbone's config ({exc})") from None
-    config = vision_config(data, variant=variant)
+    config = vision_config(data, variant=variant, where=str(file))
     if config is None:
         raise ConfigError(
             f"--backbone {backbone}: model_type {data.get('model_type')!r} is not CLIP; give the CLIP the detector was "
@@ -91,14 +92,22 @@ def backbone_config(backbone: str | Path, *, variant: str = "clip") -> DeepfakeB
     return config
 
 
-def vision_config(data: dict, *, variant: str = "clip") -> DeepfakeBenchCLIPConfig | None:
-    """The detector config of a CLIP ``config.json`` (``clip``, ``clip_vision_model`` or ours), else None."""
-    model_type = data.get("model_type")
+def vision_config(data: dict, *, variant: str = "clip", where: str = "config.json") -> DeepfakeBenchCLIPConfig | None:
+    """The detector config of a CLIP ``config.json`` (``clip``, ``clip_vision_model`` or ours), else None.
+
+    Raises:
+        `CheckpointError`: a CLIP config whose sizes transformers refuses (`where` names it).
+    """
+    model_type = data.get("model_type") if isinstance(data, dict) else None
     if model_type == "clip":
         data = data.get("vision_config") or {}
     elif model_type not in ("clip_vision_model", MODEL_TYPE):
         return None
-    return DeepfakeBenchCLIPConfig(detector=variant, **{k: data[k] for k in VISION_FIELDS if k in data})
+    try:
+        return DeepfakeBenchCLIPConfig(detector=variant, **{k: data[k] for k in VISION_FIELDS if k in data})
+    except Exception as exc:  # transformers' validators raise ValueError, TypeError or huggingface_hub's own errors
+        message = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{where}: not a valid CLIP vision config ({message})") from None
 
 
 def _sizes(config: DeepfakeBenchCLIPConfig) -> dict:
@@ -245,7 +254,8 @@ def _convert(
     dtype = dtypes.pop() if len(dtypes) == 1 and next(iter(dtypes)) in FLOAT_DTYPES else torch.float32
     shapes = {to_hf_name(name): shape for name, shape in expected_shapes(config).items()}
 
-    with OutputFolder(output_dir, overwrite=overwrite) as output:
+    # `overwrite` replaces only a folder this module wrote (it holds the model class's file), never the input.
+    with OutputFolder(output_dir, overwrite=overwrite, inputs=[checkpoint], markers=(MODELING_FILE.name,)) as output:
         writer = StreamingSafetensorsWriter(output.tmp, shapes, dtype, max_shard_bytes)
         try:
             for name in expected_shapes(config):
@@ -274,21 +284,25 @@ def resolve_dfb_file(reference: str | Path, *, base_dir: Path | None = None) -> 
         `SourceError`: neither a file nor a Hub file reference; `HubError`: the download failed.
     """
     text = str(reference)
-    candidates = [Path(text).expanduser()]
-    if base_dir is not None and not Path(text).is_absolute():
-        candidates.insert(0, Path(base_dir) / text)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
+    shown = clip(f"dfb:{text}")
+    try:
+        candidates = [Path(text).expanduser()]
+        if base_dir is not None and not Path(text).is_absolute():
+            candidates.insert(0, Path(base_dir) / text)
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate.resolve()
+    except (OSError, ValueError) as exc:  # a name too long for the filesystem, a NUL byte, a loop of symlinks
+        raise SourceError(f"{shown}: not a usable path ({clip(str(exc))})") from None
     match = HUB_FILE.match(text)
-    if match is None or text.startswith((".", "/", "~")):
-        raise SourceError(f"dfb:{text}: no such checkpoint file, and not a Hub file (owner/repo/file.pth[@revision])")
+    if match is None or text.startswith((".", "/", "~")) or len(text) > MAX_HUB_FILE:
+        raise SourceError(f"{shown}: no such checkpoint file, and not a Hub file (owner/repo/file.pth[@revision])")
     from ..hub import download_snapshot
 
     folder = download_snapshot(match["repo"], match["revision"], allow_patterns=[match["file"]])
     file = Path(folder) / match["file"]
     if not file.is_file():
-        raise SourceError(f"dfb:{text}: {match['file']} is not in the Hub repo {match['repo']}")
+        raise SourceError(f"{shown}: {clip(match['file'])} is not in the Hub repo {match['repo']}")
     return file
 
 
@@ -326,7 +340,10 @@ def materialize_dfb(
     folder = Path(cache_dir or default_cache_dir()) / f"{digest}-{variant}"
     config = backbone_config(backbone, variant=variant)
     if (folder / "config.json").is_file():
-        cached = vision_config(json.loads((folder / "config.json").read_text(encoding="utf-8")), variant=variant)
+        try:
+            cached = vision_config(json.loads((folder / "config.json").read_text(encoding="utf-8")), variant=variant)
+        except (OSError, ValueError, CheckpointError):  # a damaged cache entry is converted again
+            cached = None
         if cached is not None and _sizes(cached) == _sizes(config):
             return folder
     return _convert(file, folder, config, backbone=str(backbone), variant=variant, overwrite=True, sha256=digest)

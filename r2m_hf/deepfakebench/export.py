@@ -18,6 +18,7 @@ import torch
 
 from ..errors import CheckpointError, OutputError, SourceError
 from ..heads import align_head, fake_index_or_error
+from ..paths import model_file, overlap
 from .convert import vision_config
 from .modeling_deepfakebench_clip import MODEL_TYPE, DeepfakeBenchCLIPConfig
 from .state_dict import HF_BACKBONE, HF_HEAD, SHOWN, expected_shapes, to_dfb_name, to_hf_name
@@ -32,9 +33,11 @@ def _weight_files(folder: Path) -> list[Path]:
     index = folder / INDEX_FILE
     if index.is_file():
         try:
-            return sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
-        except (OSError, ValueError, KeyError) as exc:
+            names = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{index}: unreadable shard index ({exc})") from None
+        # each shard resolved inside the folder: an index cannot point the export at another file
+        return sorted(model_file(folder, name, CheckpointError, what=INDEX_FILE) for name in names)
     raise CheckpointError(f"{folder}: no model.safetensors (or shard index); export needs safetensors weights")
 
 
@@ -67,7 +70,10 @@ def _folder_config(folder: Path) -> tuple[DeepfakeBenchCLIPConfig, dict]:
         raise SourceError(f"{file}: no such file; give a model folder (a merge output or converted detector)") from None
     except (OSError, ValueError) as exc:
         raise SourceError(f"{file}: not valid JSON ({exc})") from None
-    config = vision_config(data) if data.get("model_type") != "clip_vision_model" else None  # a tower has no head
+    if not isinstance(data, dict):
+        raise SourceError(f"{file}: not a JSON object")
+    tower = data.get("model_type") == "clip_vision_model"  # a tower has no head
+    config = None if tower else vision_config(data, where=str(file))
     if config is None:
         raise CheckpointError(
             f"{folder}: model_type {data.get('model_type')!r}; only CLIP classifiers ({MODEL_TYPE} or "
@@ -109,6 +115,8 @@ def export_dfb(
         raise OutputError(f"{output}: is a folder; give the .pth file to write")
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: exists; pass --overwrite to replace it")
+    if overlap(output, [folder]) is not None:
+        raise OutputError(f"{output}: lies inside the model folder {folder}; write the checkpoint elsewhere")
     config, data = _folder_config(folder)
     tensors = _mapped_tensors(folder)
     expected = expected_shapes(config)

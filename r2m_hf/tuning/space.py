@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import MergeConfig, method_parameters, parse_config
+from ..config import MergeConfig, load_config, method_parameters
 from ..engine import build_method
 from ..errors import ConfigError, format_validation_error
 from ..methods.base import Tunable
@@ -39,7 +38,7 @@ TUNABLE_KEYS = {f.name for f in dataclasses.fields(Tunable)}
 
 
 class TuneSection(BaseModel):
-    """The recipe's optional ``tune:`` section (read by the tuner only; ``merge`` never sees it)."""
+    """The recipe's optional ``tune:`` section (validated here, by the tuner; ``merge`` accepts and ignores it)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,39 +87,31 @@ class MethodSpace:
 
 
 def read_recipe(config: MergeConfig | str | Path) -> tuple[MergeConfig, TuneSection, Path | None]:
-    """Read a recipe with its ``tune:`` section: the section is taken out before the rest is validated as a merge.
+    """Read a recipe and validate its ``tune:`` section (which a merge of the same recipe ignores).
 
     Args:
-        config (`MergeConfig`, `str` or `Path`): a validated recipe (no ``tune:`` section then) or a YAML path.
+        config (`MergeConfig`, `str` or `Path`): a validated recipe or a YAML path (read as ``merge`` reads it:
+            size, alias and depth budgets).
 
     Returns:
         `tuple`: `(merge config, tune section, YAML path or None)`.
+
+    Raises:
+        `ConfigError`: the recipe, or its ``tune:`` section, is malformed (one line naming the file and the key).
     """
     if isinstance(config, MergeConfig):
-        return config, TuneSection(), None
+        return config, tune_section(config.tune, "recipe"), None
     path = Path(config)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError:
-        from ..config import load_config
+    merge_config = load_config(path)
+    return merge_config, tune_section(merge_config.tune, str(path)), path
 
-        load_config(path)  # raises the package's one-line YAML syntax error
-        raise
-    if isinstance(data, dict) and "tune" in data:
-        data = dict(data)
-        raw = data.pop("tune") or {}
-        try:
-            section = TuneSection(**raw) if isinstance(raw, dict) else TuneSection(methods=raw)
-        except (ValidationError, TypeError) as exc:
-            detail = format_validation_error(exc, prefix="tune") if isinstance(exc, ValidationError) else str(exc)
-            raise ConfigError(f"{path}: {detail}") from None
-    else:
-        section = TuneSection()
-    return parse_config(data, where=str(path)), section, path
+
+def tune_section(raw: dict[str, Any] | None, where: str) -> TuneSection:
+    """The recipe's ``tune:`` mapping (None when absent) as a checked :class:`TuneSection`."""
+    try:
+        return TuneSection(**(raw or {}))
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {format_validation_error(exc, prefix='tune')}") from None
 
 
 def method_spaces(

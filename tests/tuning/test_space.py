@@ -99,6 +99,20 @@ def test_read_recipe_takes_the_tune_section_out(tmp_path):
         read_recipe(path)
 
 
+def test_the_tune_section_is_part_of_the_recipe_and_read_with_the_hardened_loader(tmp_path):
+    config = parse_config({**RECIPE, "tune": {"methods": ["ties"], "trials": 4}})
+    assert config.tune == {"methods": ["ties"], "trials": 4}  # accepted (and ignored) by merge
+    assert read_recipe(config)[1] == TuneSection(methods=["ties"], trials=4)
+    with pytest.raises(ConfigError, match=r"^recipe: tune\.trials"):
+        read_recipe(parse_config({**RECIPE, "tune": {"trials": 0}}))
+    path = tmp_path / "bomb.yaml"
+    path.write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcde", "bcdef")
+    ))  # fmt: skip
+    with pytest.raises(ConfigError, match="expands to more than"):
+        read_recipe(path)
+
+
 def test_describe_is_json_ready():
     space = MethodSpace("cart", {"rank_ratio": Tunable(0.01, 0.5, log=True)}, {"svd": "exact"})
     assert space.describe() == {

@@ -187,6 +187,17 @@ def test_test_split_allowed_when_asked_and_metric_eer(planted, tmp_path):
     assert np.isfinite(result.best.value)
 
 
+def test_a_recipe_with_a_tune_section_merges_and_tunes_from_the_cli(planted, tmp_path, cli):
+    config = planted.write_recipe(tmp_path, tune={"space": {"task_arithmetic": {"lambda": {"low": 0.7, "high": 0.9}}}})
+    merged = cli("merge", config, tmp_path / "merged", "--no-progress")
+    assert merged.code == 0, merged.err
+    assert "tune" not in yaml.safe_load((tmp_path / "merged" / "merge_config.yaml").read_text())
+    tuned = cli("tune", config, "--dataset", planted.data, "--trials", 2, "--output", tmp_path / "out", "--no-progress")
+    assert tuned.code == 0, tuned.err
+    best = yaml.safe_load((tmp_path / "out" / "best.yaml").read_text())
+    assert 0.7 <= best["parameters"]["lambda"] <= 0.9
+
+
 def test_in_memory_merge_equals_the_file_merge_with_lora_adapters(zoo, lora, tmp_path):
     from conftest import state
 
