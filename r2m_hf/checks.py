@@ -53,12 +53,15 @@ def read_model_config(folder: Path, who: str):
     """
     from transformers import AutoConfig
 
-    from .deepfakebench import register
-
     # inside the folder, small, a JSON object with well-typed labels: checked before transformers reads it
-    if read_model_json(Path(folder), "config.json", CheckpointError) is None:
+    data = read_model_json(Path(folder), "config.json", CheckpointError)
+    if data is None:
         return None
-    register()  # converted DeepfakeBench detectors (model_type deepfakebench_clip) are read without remote code
+    if data.get("model_type") == "deepfakebench_clip":
+        # converted DeepfakeBench detectors are read without remote code; only they pay for importing the class
+        from .deepfakebench import register
+
+        register()
     file = Path(folder) / "config.json"
     try:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpoint, LoraAdapter
+from .checkpoint import Checkpoint
 from .checks import (
     Finding,
     check_adapter_base,
@@ -30,11 +30,13 @@ from .checks import (
     read_model_config,
     require_model_config,
 )
-from .config import MergeConfig, SourceSpec, load_config, method_parameters
+from .config import DFB_PREFIX, MergeConfig, SourceSpec, load_config, method_parameters, path_exists
 from .engine import build_method
 from .errors import CheckpointError, ConfigError
-from .groups import Group, ModelLayout, build_layout
+from .groups import Group, ModelLayout
 from .heads import ID2LABEL, LABEL2ID, align_head
+from .layout_cache import load_layout, remember_aliases
+from .lora import LoraAdapter
 from .methods.base import MergeMethod
 from .sources import ResolvedSource, resolve_source
 
@@ -213,6 +215,8 @@ def human_bytes(n: float) -> str:
 def layout_for(config) -> ModelLayout:
     """The layout of the merged model: the architecture of `config` with a binary real/fake head.
 
+    It comes from the layout cache (:mod:`r2m_hf.layout_cache`) when an earlier run built it.
+
     Raises:
         `ConfigError`: transformers has no image-classification model for the architecture.
     """
@@ -222,7 +226,7 @@ def layout_for(config) -> ModelLayout:
     target.id2label = dict(ID2LABEL)
     target.label2id = dict(LABEL2ID)
     target.problem_type = "single_label_classification"
-    return build_layout(target)
+    return load_layout(target)
 
 
 def adapter_base_spec(source: ResolvedSource, who: str) -> SourceSpec:
@@ -280,13 +284,32 @@ def plan_merge(
     def resolve(spec: SourceSpec) -> ResolvedSource:
         return resolve_source(spec, base_dir=base_dir, allow_pickle=allow_pickle)
 
+    def resolve_entry(entry) -> ResolvedSource:
+        _, spec = entry.sources()
+        if not entry.is_dfb:
+            return resolve(spec)
+        from .deepfakebench import materialize_dfb
+
+        # A DeepfakeBench checkpoint becomes, once, a cached model folder (keyed by its SHA-256) like any other.
+        reference = entry.model[len(DFB_PREFIX) :]
+        backbone = entry.backbone  # a relative folder is read from the recipe's folder first, as `model:` paths are
+        if base_dir is not None and path_exists(str(base_dir / backbone)) and (base_dir / backbone).is_dir():
+            backbone = str(base_dir / backbone)
+        folder = materialize_dfb(reference, backbone=backbone, variant=entry.variant or "clip", base_dir=base_dir)
+        return ResolvedSource(spec=spec, path=folder)
+
     notes: list[str] = []
     base_source = resolve(SourceSpec.parse(config.base_model)) if config.base_model else None
+    if base_source is None:  # DeepfakeBench checkpoints name their base: the CLIP they were trained from
+        dfb = next((e for e in config.models if e.is_dfb), None)
+        if dfb is not None:
+            base_source = resolve(SourceSpec.parse(dfb.backbone))
+            notes.append(f"base_model taken from the backbone of {dfb.display_name()}: {dfb.backbone}")
     entries = []
     for i, entry in enumerate(config.models):
-        own_base, spec = entry.sources()
+        own_base, _ = entry.sources()
         who = f"models[{i}] ({entry.display_name()})"
-        entries.append((who, entry, resolve(spec), resolve(own_base) if own_base is not None else None))
+        entries.append((who, entry, resolve_entry(entry), resolve(own_base) if own_base is not None else None))
 
     if base_source is None:  # adapters bring their base when the YAML names none
         for who, _, source, adapter_base in entries:
@@ -315,7 +338,11 @@ def plan_merge(
     ]
     method_cls = build_method(config.merge_method, method_parameters(config), config.names()).__class__
     check_method_base(config.merge_method, method_cls.requires_base, base is not None)
-    processor_dir, processor_note = choose_processor(base_source, [s.source for s in specialists])
+    # A base of another model_type (a stock CLIP under DeepfakeBench detectors) lacks the specialists' preprocessing.
+    same_kind = base_config is None or base_config.model_type == layout.config.model_type
+    processor_base = base_source if same_kind else None
+    processor_dir, processor_note = choose_processor(processor_base, [s.source for s in specialists])
+    remember_aliases(layout)  # checkpoint keys the cached layout had to look up, for the next run
     return MergePlan(
         config=config,
         config_path=config_path,

@@ -162,3 +162,17 @@ def assert_nothing_written(output: Path) -> None:
     assert not output.exists(), f"{output} was created"
     leftovers = sorted(p.name for p in output.parent.glob(f".{output.name}.*"))
     assert not leftovers, f"leftover temporary folders: {leftovers}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _r2m_cache(tmp_path_factory):
+    """Layouts the tests cache go to a session folder, never to the user's ``~/.cache/r2m_hf``."""
+    import os
+
+    old = os.environ.get("R2M_HF_CACHE")
+    os.environ["R2M_HF_CACHE"] = str(tmp_path_factory.mktemp("r2m_hf_cache"))
+    yield
+    if old is None:
+        os.environ.pop("R2M_HF_CACHE", None)
+    else:
+        os.environ["R2M_HF_CACHE"] = old
