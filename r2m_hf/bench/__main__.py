@@ -1,4 +1,8 @@
-"""``python -m r2m_hf.bench``: run the offline forgery benchmark and write its report (same as ``r2m-hf bench``)."""
+"""``python -m r2m_hf.bench``: run the offline forgery benchmark and write its report (same as ``r2m-hf bench``).
+
+The command line builds its parser from :func:`add_arguments` before parsing, so this module imports nothing heavy:
+torch, transformers and the benchmark's stages load only when :func:`run_from_args` runs.
+"""
 
 from __future__ import annotations
 
@@ -39,10 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the benchmark for parsed `args`; returns the exit code."""
-    from .run import run_benchmark, tier_config
-
     if args.rerender:
         return rerender(args.output)
+    from .config import tier_config
+    from .run import run_benchmark
+
     cfg = tier_config(args.tier, seed=args.seed, output=args.output, cache=args.cache, progress=not args.no_progress)
     run_benchmark(cfg)
     return 0

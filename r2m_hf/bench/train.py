@@ -1,11 +1,10 @@
-"""Backbones and detectors of the offline benchmark, trained here with the Hugging Face stack.
+"""Detectors of the offline benchmark, fine-tuned here from a backbone folder with the Hugging Face stack.
 
-Owns an optional tiny ViT backbone (pretrained on the benchmark's real training images with SimMIM-style masked-patch
-reconstruction, ``ViTForMaskedImageModeling``; the tiers use DINOv2-small instead, see ``run.py``) and the fine-tuning
-of binary detectors from a backbone folder: full fine-tuning, LoRA adapters (peft, q/v projections, the head in
-``modules_to_save``) and linear probes. Training is a small seeded ``accelerate`` loop over pixel tensors computed
-once with the backbone's image processor. Every result is a Hub-style folder (``save_pretrained`` + image processor +
-``recipe.json``), so the merge reads it exactly as it would read a Hub repository.
+Owns the fine-tuning of binary detectors: full fine-tuning, LoRA adapters (peft, q/v projections, the head in
+``modules_to_save``) and linear probes, in a small seeded ``accelerate`` loop over pixel tensors computed once with the
+backbone's image processor. Every result is a Hub-style folder (``save_pretrained`` + image processor +
+``recipe.json``), so the merge reads it exactly as it would read a Hub repository; the ``recipe.json`` also keys the
+benchmark's cache (:func:`is_fresh`, :func:`stamp`).
 """
 
 from __future__ import annotations
@@ -13,68 +12,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .config import TrainRecipe
+
 RECIPE_FILE = "recipe.json"
 TRAIN_MODES = ("full", "lora", "probe")
-
-
-@dataclass(frozen=True)
-class TinyViTRecipe:
-    """The quick tier's backbone and its self-supervised pretraining.
-
-    Args:
-        image_size (`int`), patch_size (`int`), hidden_size (`int`), num_hidden_layers (`int`),
-            num_attention_heads (`int`), intermediate_size (`int`): the ViT.
-        mask_ratio (`float`): share of patches masked for SimMIM reconstruction.
-        steps (`int`), batch_size (`int`), lr (`float`), weight_decay (`float`): AdamW schedule (cosine decay).
-        seed (`int`): initialisation, masks and augmentation.
-    """
-
-    image_size: int = 32
-    patch_size: int = 4
-    hidden_size: int = 64
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    intermediate_size: int = 128
-    mask_ratio: float = 0.5
-    steps: int = 150
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """How one detector is fine-tuned from the backbone.
-
-    Args:
-        mode (`str`): `full` (every weight), `lora` (peft LoRA on the q/v projections, head in `modules_to_save`)
-            or `probe` (frozen backbone, head only).
-        epochs (`int`), batch_size (`int`), lr (`float`), head_lr (`float`), weight_decay (`float`): AdamW
-            with a linear warm-up over the first 10% of steps and cosine decay.
-        lora_rank (`int`), lora_alpha (`int`): LoRA size (mode `lora`).
-        fake_first (`bool`): save the head as `{0: FAKE, 1: REAL}` (exercises the merge's label alignment).
-        seed (`int`): head initialisation, batch order and flips.
-    """
-
-    mode: str = "full"
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 2e-4
-    head_lr: float = 2e-3
-    weight_decay: float = 0.01
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    fake_first: bool = False
-    seed: int = 0
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 def load_recipe(folder: str | Path) -> dict[str, Any] | None:
@@ -85,108 +33,25 @@ def load_recipe(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _write_recipe(folder: Path, record: dict[str, Any]) -> None:
+def write_recipe(folder: Path, record: dict[str, Any]) -> None:
+    """Write the `recipe.json` record of a checkpoint folder."""
     (folder / RECIPE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def pixel_values(dataset: Any, processor: Any, *, batch_size: int = 256) -> torch.Tensor:
-    """Run an image processor once over a split's `image` column.
-
-    Args:
-        dataset (`datasets.Dataset`): rows with an `image` column.
-        processor: a transformers image processor.
-        batch_size (`int`): images per processor call.
-
-    Returns:
-        `torch.Tensor`: `(N, 3, H, W)` float32 pixel values.
-    """
-    out = []
-    for start in range(0, len(dataset), batch_size):
-        images = [im.convert("RGB") for im in dataset[start : start + batch_size]["image"]]
-        out.append(processor(images=images, return_tensors="pt")["pixel_values"])
-    return torch.cat(out).float()
-
-
-def _cosine(step: int, total: int, warmup: int) -> float:
+def cosine_schedule(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor at `step`: linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flips (forgery traces are flip-invariant; crops would move the masks' seams)."""
     flip = torch.rand(x.shape[0], generator=gen) < 0.5
     x = x.clone()
     x[flip] = x[flip].flip(-1)
     return x
-
-
-def pretrain_tiny_vit(
-    output_dir: str | Path, images: torch.Tensor, recipe: TinyViTRecipe, *, progress: bool = True
-) -> Path:
-    """Pretrain a tiny ViT with masked-patch reconstruction and save its backbone as a Hub-style `ViTModel` folder.
-
-    Args:
-        output_dir (`str` or `Path`): the folder (config, safetensors, image processor, `recipe.json`).
-        images (`torch.Tensor`): `(N, 3, H, W)` real training images in [0, 1].
-        recipe (`TinyViTRecipe`): architecture and schedule.
-        progress (`bool`): show a progress bar.
-
-    Returns:
-        `Path`: `output_dir`.
-    """
-    from tqdm.auto import tqdm
-    from transformers import ViTConfig, ViTForMaskedImageModeling, ViTImageProcessor, ViTModel
-
-    started = time.perf_counter()
-    torch.manual_seed(recipe.seed)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    config = ViTConfig(
-        image_size=recipe.image_size,
-        patch_size=recipe.patch_size,
-        hidden_size=recipe.hidden_size,
-        num_hidden_layers=recipe.num_hidden_layers,
-        num_attention_heads=recipe.num_attention_heads,
-        intermediate_size=recipe.intermediate_size,
-        encoder_stride=recipe.patch_size,
-    )
-    model = ViTForMaskedImageModeling(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, recipe.steps, max(1, recipe.steps // 10)))
-    x_all = (images - 0.5) / 0.5  # the ViTImageProcessor normalisation saved below
-    n_patches = (recipe.image_size // recipe.patch_size) ** 2
-    losses = [float("nan")]
-    model.train()
-    for _ in tqdm(range(recipe.steps), desc="Pretraining tiny ViT (SimMIM)", disable=not progress):
-        idx = torch.randint(0, x_all.shape[0], (recipe.batch_size,), generator=gen)
-        x = _augment(x_all[idx], gen)
-        k = torch.rand(recipe.batch_size, n_patches, generator=gen).argsort(dim=1)
-        mask = k < int(recipe.mask_ratio * n_patches)
-        loss = model(pixel_values=x, bool_masked_pos=mask).loss
-        loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    backbone = ViTModel(config, add_pooling_layer=False)
-    state = {k: v for k, v in model.vit.state_dict().items() if "mask_token" not in k}
-    backbone.load_state_dict(state, strict=True)
-    output = Path(output_dir)
-    backbone.save_pretrained(output)
-    size = recipe.image_size
-    ViTImageProcessor(size={"height": size, "width": size}, do_normalize=True).save_pretrained(output)
-    _write_recipe(
-        output,
-        {
-            "kind": "tiny-vit-simmim",
-            "recipe": asdict(recipe),
-            "n_images": int(images.shape[0]),
-            "loss_first_last": [float(np.mean(losses[1:11] or losses)), float(np.mean(losses[-10:]))],
-            "seconds": round(time.perf_counter() - started, 2),
-        },
-    )
-    return output
 
 
 def _head_module(model: Any) -> torch.nn.Linear:
@@ -266,7 +131,7 @@ def train_detector(
     steps_per_epoch = max(1, int(np.ceil(n / recipe.batch_size)))
     total = recipe.epochs * steps_per_epoch
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, max(1, total // 10)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_schedule(s, total, max(1, total // 10)))
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model, opt = accelerator.prepare(model, opt)
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -284,7 +149,7 @@ def train_detector(
                 logits = _head_module(accelerator.unwrap_model(model))(head_inputs[idx])
                 loss = torch.nn.functional.cross_entropy(logits, y)
             else:
-                x = _augment(pixels[idx], gen).to(accelerator.device)
+                x = augment(pixels[idx], gen).to(accelerator.device)
                 loss = model(pixel_values=x, labels=y).loss
             accelerator.backward(loss)
             opt.step()
@@ -308,7 +173,7 @@ def train_detector(
             _flip_head(model, ("FAKE", "REAL"))
         model.save_pretrained(output)
     AutoImageProcessor.from_pretrained(str(backbone_dir)).save_pretrained(output)
-    _write_recipe(
+    write_recipe(
         output,
         {
             "kind": f"detector-{recipe.mode}",
@@ -352,35 +217,21 @@ def _flip_head(model: Any, names: tuple[str, str]) -> None:
     model.config.label2id = {names[0]: 0, names[1]: 1}
 
 
-def backbone_features(model_dir: str | Path | Any, pixels: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
-    """The backbone's class-token features (after the final norm) of a detector, for feature-similarity plots.
-
-    Args:
-        model_dir (`str`, `Path` or `PreTrainedModel`): an image-classification folder or model.
-        pixels (`torch.Tensor`): processed images.
-        batch_size (`int`): images per forward pass.
-
-    Returns:
-        `torch.Tensor`: `(N, hidden)` features.
-    """
-    from transformers import AutoModelForImageClassification
-
-    model = model_dir
-    if isinstance(model_dir, (str, Path)):
-        model = AutoModelForImageClassification.from_pretrained(str(model_dir))
-    model.eval()
-    feats = []
-    with torch.inference_mode():
-        for start in range(0, pixels.shape[0], batch_size):
-            out = model.base_model(pixel_values=pixels[start : start + batch_size])
-            feats.append(out.last_hidden_state[:, 0].float())
-    return torch.cat(feats)
+def is_fresh(folder: Path, key: dict[str, Any]) -> bool:
+    """Whether `folder` holds a finished checkpoint trained from exactly `key` (its `recipe.json`)."""
+    record = load_recipe(folder)
+    return record is not None and record.get("cache_key") == _json_value(key)
 
 
-def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Linear centred kernel alignment of two feature matrices over the same rows (1 = same up to rotation/scale)."""
-    x = x.double() - x.double().mean(0)
-    y = y.double() - y.double().mean(0)
-    num = (y.T @ x).pow(2).sum()
-    den = (x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt()
-    return float(num / den) if den > 0 else float("nan")
+def stamp(folder: Path, key: dict[str, Any]) -> None:
+    """Record `key` in the `recipe.json` of a finished checkpoint, so a later run reuses it."""
+    record = load_recipe(folder) or {}
+    record["cache_key"] = _json_value(key)
+    write_recipe(folder, record)
+
+
+def _json_value(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+__all__ = ["RECIPE_FILE", "TrainRecipe", "is_fresh", "load_recipe", "stamp", "train_detector"]

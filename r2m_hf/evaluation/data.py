@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import R2MError
+from ..errors import DatasetError
 from ..heads import FAKE_NAMES, REAL_NAMES, label_kind
 
 
-class EvaluationError(R2MError):
+class EvaluationError(DatasetError):
     """Evaluation data or settings cannot be used (missing split or column, labels that do not say fake/real)."""
 
 
@@ -40,6 +40,8 @@ class EvaluationData:
         video_ids (`list[str] | None`): video of each row.
         label_mapping (`dict[str, int]`): raw label value (as text) → 0/1.
         notes (`list[str]`): assumptions made (e.g. integer labels taken as 0 = real / 1 = fake).
+        pixel_cache (`dict | None`): processed pixel values kept per image-processor configuration (see
+            `runner.pixel_values`); `None` streams the images batch by batch instead.
     """
 
     dataset: object
@@ -51,6 +53,7 @@ class EvaluationData:
     video_ids: list | None = None
     label_mapping: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    pixel_cache: dict | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -66,6 +69,7 @@ def load_evaluation_data(
     image_column: str | None = None,
     max_samples: int | None = None,
     seed: int = 0,
+    cache_pixels: bool = False,
 ) -> EvaluationData:
     """Load one split of an evaluation dataset and map its labels by name to 0 = real / 1 = fake.
 
@@ -80,6 +84,8 @@ def load_evaluation_data(
         image_column (`str`, *optional*): image column; defaults to the first `Image` feature.
         max_samples (`int`, *optional*): evaluate a seeded random subset of this many rows.
         seed (`int`): seed of that subset.
+        cache_pixels (`bool`): keep the processed pixels of the split in memory once computed (for scoring many
+            models on the same split; costs `N × C × H × W` floats per processor configuration).
 
     Returns:
         `EvaluationData`: the split, its 0/1 labels, families and video ids.
@@ -105,7 +111,8 @@ def load_evaluation_data(
         raise EvaluationError(
             f"dataset {name!r}: column {video_column!r} has empty video ids; fill them or drop the column"
         )
-    return EvaluationData(ds, name, split_used, image_column, labels, families, video_ids, mapping, notes)
+    cache = {} if cache_pixels else None
+    return EvaluationData(ds, name, split_used, image_column, labels, families, video_ids, mapping, notes, cache)
 
 
 def _load_split(dataset, split: str):

@@ -1,9 +1,9 @@
 """Score a classifier on an evaluation split and report deepfake metrics per forgery family.
 
-Owns model loading for evaluation (a folder or Hub repo id through the `Auto*` classes, never remote code), the
-batched inference loop (`accelerate`, so it runs the same on CPU, one GPU or several processes) and the
-`EvaluationResult` tables. The metric math is in the `deepfake_detection` metric module, the data reading in
-`data.py`.
+Owns the batched inference loop (`accelerate`, so it runs the same on CPU, one GPU or several processes), the image
+processing that feeds it (streamed batch by batch, or kept once per split when the same split is scored by many
+models) and the `EvaluationResult` tables. Model loading is in `models.py`, the metric math in the
+`deepfake_detection` metric module, the data reading in `data.py`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LabelError, SourceError
-from ..heads import resolve_fake_index
 from .data import EvaluationData, EvaluationError, load_evaluation_data
 from .metric import compute_metrics
+from .models import fake_index_of, load_classifier
 
 MEAN_KEYS = ("auc", "eer", "ap", "acc", "acc_eer", "video_auc")
 TABLE_COLUMNS = (("auc", "AUC"), ("eer", "EER"), ("ap", "AP"), ("acc", "ACC"))
@@ -114,9 +113,10 @@ def evaluate_model(
     """Score a deepfake detector on one dataset split and compute AUC/EER/AP/ACC per family, mean and pooled.
 
     Args:
-        model (`str | os.PathLike | PreTrainedModel | tuple`): local folder or Hub repo id, a loaded image
-            classifier, or a `(model, image_processor)` pair.
-        dataset: see `load_evaluation_data` (folder, parquet, Hub repo id, or a loaded `Dataset`/`DatasetDict`).
+        model (`str | os.PathLike | PreTrainedModel | tuple`): local folder (a model or a PEFT adapter folder)
+            or Hub repo id, a loaded image classifier, or a `(model, image_processor)` pair (see `load_classifier`).
+        dataset: see `load_evaluation_data` (folder, parquet, Hub repo id, or a loaded `Dataset`/`DatasetDict`),
+            or an `EvaluationData` already loaded (then `split`, the columns and `max_samples` are not read again).
         split (`str`), label_column (`str`), family_column (`str`, *optional*), video_column (`str`, *optional*):
             which rows and columns to read; family and video columns default to `family` / `video_id` / `video`.
         batch_size (`int`): images per forward pass (per process).
@@ -132,16 +132,19 @@ def evaluate_model(
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
     # The model first: a wrong repo id or unreadable head fails before a large dataset is fetched.
-    model, processor, model_name = _load_model(model, image_processor)
-    fake_index = _fake_index(model, fake_label, model_name)
-    data = load_evaluation_data(
-        dataset,
-        split=split,
-        label_column=label_column,
-        family_column=family_column,
-        video_column=video_column,
-        max_samples=max_samples,
-    )
+    model, processor, model_name = load_classifier(model, image_processor)
+    fake_index = fake_index_of(model, fake_label, model_name)
+    if isinstance(dataset, EvaluationData):
+        data = dataset
+    else:
+        data = load_evaluation_data(
+            dataset,
+            split=split,
+            label_column=label_column,
+            family_column=family_column,
+            video_column=video_column,
+            max_samples=max_samples,
+        )
     scores = score_images(model, processor, data, fake_index, batch_size=batch_size, device=device, progress=progress)
     families, mean = family_metrics(scores, data.labels, data.families, data.video_ids)
     overall = compute_metrics(scores, data.labels, data.video_ids)
@@ -219,7 +222,7 @@ def score_images(
     Args:
         model (`PreTrainedModel`): an image classifier.
         processor: its image processor.
-        data (`EvaluationData`): rows to score.
+        data (`EvaluationData`): rows to score (their processed pixels are reused when `data.pixel_cache` is set).
         fake_index (`int`): logit index of the fake class.
         batch_size (`int`), device (*optional*), progress (`bool`): as in `evaluate_model`.
 
@@ -232,11 +235,10 @@ def score_images(
 
     accelerator = Accelerator()
     device = torch.device(device) if device is not None else accelerator.device
-    images = data.dataset.select_columns([data.image_column])
+    cached = pixel_values(data, processor) if data.pixel_cache is not None else None
 
     def collate(indices):
-        batch = images[list(indices)][data.image_column]
-        pixels = processor(images=[_to_rgb(image) for image in batch], return_tensors="pt")["pixel_values"]
+        pixels = cached[list(indices)] if cached is not None else _process(data, processor, list(indices))
         return pixels, torch.as_tensor(indices, dtype=torch.long)
 
     loader = torch.utils.data.DataLoader(range(len(data)), batch_size=batch_size, shuffle=False, collate_fn=collate)
@@ -262,6 +264,38 @@ def score_images(
     return ordered
 
 
+def pixel_values(data: EvaluationData, processor, *, batch_size: int = 256):
+    """The processed pixel values of every row of `data`, `(N, C, H, W)`, in row order.
+
+    With `data.pixel_cache` set (`load_evaluation_data(..., cache_pixels=True)`) they are computed once per processor
+    configuration and kept, so scoring many models on one split, or reading features from the same images, processes
+    each image once.
+
+    Args:
+        data (`EvaluationData`): the rows.
+        processor: an image processor (`processor(images=..., return_tensors="pt")`).
+        batch_size (`int`): images per processor call.
+
+    Returns:
+        `torch.Tensor`: the pixel values the processor returns.
+    """
+    import torch
+
+    key = processor.to_json_string() if hasattr(processor, "to_json_string") else id(processor)
+    if data.pixel_cache is not None and key in data.pixel_cache:
+        return data.pixel_cache[key]
+    rows = range(len(data))
+    pixels = torch.cat([_process(data, processor, list(rows[i : i + batch_size])) for i in rows[::batch_size]])
+    if data.pixel_cache is not None:
+        data.pixel_cache[key] = pixels
+    return pixels
+
+
+def _process(data: EvaluationData, processor, indices: list[int]):
+    batch = data.dataset.select_columns([data.image_column])[indices][data.image_column]
+    return processor(images=[_to_rgb(image) for image in batch], return_tensors="pt")["pixel_values"]
+
+
 def _to_rgb(image):
     from PIL import Image
 
@@ -274,52 +308,6 @@ def _to_rgb(image):
     elif isinstance(image, (str, os.PathLike)):
         image = Image.open(image)
     return image.convert("RGB")
-
-
-def _load_model(model, image_processor):
-    from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
-
-    if isinstance(model, (tuple, list)) and len(model) == 2:
-        model, image_processor = model
-    if isinstance(model, PreTrainedModel):
-        name = getattr(model, "name_or_path", None) or type(model).__name__
-        if image_processor is None:
-            try:
-                image_processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=False)
-            except Exception as err:
-                raise EvaluationError(
-                    f"model {name!r} came without an image processor and none loads from "
-                    f"{name!r}; pass image_processor= or (model, processor)"
-                ) from err
-        return model, image_processor, name
-    if not isinstance(model, (str, os.PathLike)):
-        raise EvaluationError(f"model must be a folder, a Hub repo id or a PreTrainedModel, got {type(model).__name__}")
-    name = os.fspath(model)
-    path = Path(name).expanduser()
-    if not path.is_dir() and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
-        raise SourceError(f"model folder {name!r} does not exist; give an existing folder or a Hub repo id")
-    source = str(path) if path.is_dir() else name
-    try:
-        loaded = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=False)
-        processor = image_processor or AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
-    except Exception as err:
-        raise SourceError(
-            f"cannot load image classifier {name!r}: {' '.join(str(err).split())[:300]}; check the "
-            "folder or repo id (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE)"
-        ) from err
-    return loaded, processor, name
-
-
-def _fake_index(model, fake_label, name: str) -> int:
-    id2label = {int(i): str(label) for i, label in (model.config.id2label or {}).items()}
-    index = resolve_fake_index(id2label, fake_label)
-    if index is None:
-        if fake_label is not None:
-            raise LabelError(f"model {name!r}: fake_label {fake_label!r} is not one of its labels {id2label}")
-        raise LabelError(
-            f"model {name!r}: cannot tell the fake class from id2label {id2label}; pass fake_label= (index or name)"
-        )
-    return int(index)
 
 
 def _fmt(value) -> str:

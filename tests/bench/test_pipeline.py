@@ -17,8 +17,9 @@ pytest.importorskip("matplotlib")
 
 import torch  # noqa: E402
 
-from r2m_hf.bench.run import COLUMNS, run_benchmark, tier_config  # noqa: E402
-from r2m_hf.bench.train import linear_cka  # noqa: E402
+from r2m_hf.bench.config import COLUMNS, tier_config  # noqa: E402
+from r2m_hf.bench.run import run_benchmark  # noqa: E402
+from r2m_hf.bench.scoring import linear_cka  # noqa: E402
 
 # Every family's specialist is expected to beat chance clearly on its own family, even on the smoke test's smaller data.
 LEARNABLE = ("FS", "FR", "EFS", "FE")
@@ -42,8 +43,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
         methods=SMOKE_METHODS,
         max_tries=2,
         sweeps=True,
-        rho_sweep=(0.0, 0.1),
-        alpha_sweep=(0.0, 4.0),
+        sweep_values={"rho": (0.0, 0.1), "alpha": (0.0, 4.0)},
         validity=False,
         progress=False,
     )
@@ -143,10 +143,14 @@ def test_report_records_the_defaults_evidence_and_rerenders(bench):
     cfg, results = bench
     report = cfg.output / "RESULTS.md"
     text = report.read_text()
-    assert "### Defaults: every R²M try on validation" in text
-    # every R²M validation try is listed, once
-    tries = [t for n in results["details"] if n.startswith("r2m (η") for t in results["details"][n]["tries"]]
-    assert text.count("\n| relative |") + text.count("\n| fixed |") + text.count("\n| kit |") == len(tries)
+    # R²M declares a defaults row beside its tuned rows: every tuned validation try is listed once, beside the defaults
+    section = text.split("### Defaults: every `r2m` try on validation")[1].split("The best validation try")[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    assert table[0] == "| eta | residual_rank_ratio | alpha | validation AUC |"
+    tries = [t for n in ("r2m (η relative)", "r2m (η fixed)") for t in results["details"][n]["tries"]]
+    assert len(table) - 1 == len(tries) == 4
+    assert "The package defaults of `r2m` are eta=" in section
+    assert "## Where `r2m` stands" in text and "Diagnostics of r2m (η" in text
     report.unlink()
     assert rerender(cfg.output) == 0
     again = report.read_text()

@@ -6,8 +6,10 @@ import json
 
 import torch
 
-from r2m_hf.bench.run import load_detector
-from r2m_hf.bench.train import TinyViTRecipe, TrainRecipe, pretrain_tiny_vit, train_detector
+from r2m_hf.bench.backbones import pretrain_tiny_vit
+from r2m_hf.bench.config import TinyViTRecipe, TrainRecipe
+from r2m_hf.bench.train import train_detector
+from r2m_hf.evaluation import fake_index_of, load_classifier
 
 
 def test_tiny_vit_pretrains_and_fine_tunes(tmp_path):
@@ -25,7 +27,7 @@ def test_tiny_vit_pretrains_and_fine_tunes(tmp_path):
     detector = train_detector(
         backbone, tmp_path / "detector", pixels, labels, TrainRecipe(epochs=1, batch_size=8), progress=False
     )
-    model, fake_index = load_detector(detector)
-    assert fake_index == 1
+    model, _, _ = load_classifier(detector)
+    assert fake_index_of(model) == 1
     assert model(pixel_values=pixels[:2]).logits.shape == (2, 2)
     assert json.loads((detector / "recipe.json").read_text())["steps"] == 2

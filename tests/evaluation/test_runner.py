@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+from transformers import ViTImageProcessor
 
 from r2m_hf.errors import LabelError
 from r2m_hf.evaluation import EvaluationError, evaluate_model
 from r2m_hf.evaluation.data import load_evaluation_data
+
+from .tiny_vit import hand_set_vit as _vit
 
 torch.set_num_threads(1)
 
@@ -22,40 +24,6 @@ torch.set_num_threads(1)
 REAL = [20, 40, 60, 80, 100, 120, 140, 150]
 FS = [170, 190, 210, 230, 240, 250]
 FR = [90, 130, 160, 180, 200, 220]
-
-
-def _vit(fake_first: bool = False) -> ViTForImageClassification:
-    """A ViT whose fake logit grows with the mean pixel value (no training, so scores are exact and repeatable)."""
-    names = ["FAKE", "REAL"] if fake_first else ["real", "fake"]
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=2,
-        id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)},
-    )
-    model = ViTForImageClassification(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.fill_(
-                1.0
-                if name.endswith(("layernorm_before.weight", "layernorm_after.weight", "vit.layernorm.weight"))
-                else 0.0
-            )
-        patch = model.vit.embeddings.patch_embeddings.projection
-        patch.weight[0] = 1.0 / (3 * 64)  # token dim 0: the patch's mean pixel
-        patch.bias[1] = 1.0  # a constant dim, so LayerNorm keeps brightness graded instead of a sign
-        attention = model.vit.layers[0].attention  # q = k = 0: the CLS token averages all patch tokens
-        attention.v_proj.weight.copy_(torch.eye(32))
-        attention.o_proj.weight.copy_(torch.eye(32))
-        fake, real = (0, 1) if fake_first else (1, 0)
-        model.classifier.weight[fake, 0] = 0.5
-        model.classifier.weight[real, 0] = -0.5
-    return model
 
 
 def _image(value: int, seed: int) -> Image.Image:
@@ -226,3 +194,24 @@ def test_classlabel_names_decide_not_indices():
     assert data.label_mapping == {"AI": 1, "Real": 0} and data.video_ids == ["v1", "v2", "v1"]
     flipped = ds.cast_column("label", datasets.ClassLabel(names=["FAKE", "REAL"]))
     np.testing.assert_array_equal(load_evaluation_data(flipped).labels, [0, 1, 0])
+
+
+def test_loaded_split_with_kept_pixels_scores_like_streaming(model_dir, imagefolder):
+    from r2m_hf.evaluation import load_classifier, pixel_values
+
+    streamed = evaluate_model(str(model_dir), str(imagefolder), batch_size=8, progress=False)
+    data = load_evaluation_data(str(imagefolder), cache_pixels=True)
+    model = load_classifier(str(model_dir))[:2]  # (model, processor)
+    first = evaluate_model(model, data, batch_size=8, progress=False)
+    assert len(data.pixel_cache) == 1  # processed once ...
+    (kept,) = data.pixel_cache.values()
+    again = evaluate_model(model, data, batch_size=8, progress=False)
+    assert next(iter(data.pixel_cache.values())) is kept  # ... and reused
+    np.testing.assert_array_equal(first.scores, streamed.scores)
+    np.testing.assert_array_equal(again.scores, streamed.scores)
+    assert first.families == streamed.families and first.mean == streamed.mean
+
+    other = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.4, 0.4])
+    assert not torch.equal(pixel_values(data, other), kept)  # another processor configuration: its own entry
+    assert len(data.pixel_cache) == 2
+    assert load_evaluation_data(str(imagefolder)).pixel_cache is None  # streaming unless asked
