@@ -32,7 +32,7 @@ from .checks import (
 )
 from .config import DFB_PREFIX, MergeConfig, SourceSpec, load_config, method_parameters, path_exists
 from .engine import build_method
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, R2MError, clip
 from .groups import Group, ModelLayout
 from .heads import ID2LABEL, LABEL2ID, align_head
 from .layout_cache import load_layout, remember_aliases
@@ -226,7 +226,14 @@ def layout_for(config) -> ModelLayout:
     target.id2label = dict(ID2LABEL)
     target.label2id = dict(LABEL2ID)
     target.problem_type = "single_label_classification"
-    return load_layout(target)
+    try:
+        return load_layout(target)
+    except R2MError:
+        raise
+    except Exception as exc:  # sizes the config checks let through but no model can be built from
+        raise CheckpointError(
+            f"{config.model_type}: the config does not describe a buildable model ({clip(str(exc))})"
+        ) from None
 
 
 def adapter_base_spec(source: ResolvedSource, who: str) -> SourceSpec:
@@ -239,6 +246,12 @@ def adapter_base_spec(source: ResolvedSource, who: str) -> SourceSpec:
     ref = cfg.get("base_model_name_or_path")
     if not ref:
         raise ConfigError(f"{who}: adapter_config.json names no base_model_name_or_path; set base_model in the YAML")
+    if source.repo_id and (ref.startswith(("/", ".", "~")) or path_exists(ref)):
+        # a downloaded adapter must not choose a local folder to read and merge
+        raise ConfigError(
+            f"{who}: adapter_config.json names a local base {clip(ref)}; a downloaded adapter cannot choose a local "
+            "folder: set base_model in the YAML"
+        )
     revision = cfg.get("revision")
     return SourceSpec(ref, revision) if revision else SourceSpec.parse(ref)
 

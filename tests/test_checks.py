@@ -211,3 +211,43 @@ def test_planner_refuses_an_adapter_without_a_head(zoo, lora, tmp_path: Path) ->
     with pytest.raises(CheckpointError, match=r"models\[2\] \(odd\) .*: the adapter saved no classifier head"):
         merge(_recipe(zoo, tmp_path, headless), out, progress=False)
     assert_nothing_written(out)
+
+
+def test_layout_of_an_unbuildable_config_is_one_error():
+    """A config that passes the range checks but no model can be built from (an unknown activation)."""
+    from transformers import ViTConfig
+
+    from r2m_hf.planning import layout_for
+
+    config = ViTConfig(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_hidden_layers=1,
+        intermediate_size=8,
+        image_size=16,
+        patch_size=8,
+        hidden_act="no-such-activation",
+    )
+    with pytest.raises(CheckpointError, match="does not describe a buildable model"):
+        layout_for(config)
+
+
+@pytest.mark.parametrize("declared", ["/home/alice/secret-model", "./model", "~/model", "EXISTING"])
+def test_a_downloaded_adapter_cannot_choose_a_local_base(declared, tmp_path):
+    import json
+
+    from r2m_hf.config import SourceSpec
+    from r2m_hf.errors import ConfigError
+    from r2m_hf.planning import adapter_base_spec
+    from r2m_hf.sources import ResolvedSource
+
+    if declared == "EXISTING":
+        declared = str(tmp_path)
+    adapter = tmp_path / "snapshot"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": declared}))
+    hub = ResolvedSource(spec=SourceSpec("org/adapter"), path=adapter, repo_id="org/adapter", commit="0" * 40)
+    with pytest.raises(ConfigError, match="cannot choose a local folder"):
+        adapter_base_spec(hub, "models[0] (a)")
+    local = ResolvedSource(spec=SourceSpec(str(adapter)), path=adapter)
+    assert adapter_base_spec(local, "models[0] (a)").reference == declared

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import R2MError
+from ..errors import ConfigError
 from .camera import CameraConfig, camera_pipeline
 from .families import GENERATORS, HELD_OUT_FAMILIES, SEEN_FAMILIES, generators_of
 from .sources import RealSample, sample_real
@@ -46,8 +46,8 @@ _TIERS = {
 }
 
 
-class BenchmarkError(R2MError):
-    """The benchmark cannot be built or sub-selected as asked (unknown tier, family or split)."""
+# The benchmark cannot be built or sub-selected as asked (unknown tier, family or split): a configuration error.
+BenchmarkError = ConfigError
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,8 @@ import numpy as np
 from ..errors import DatasetError
 from ..heads import FAKE_NAMES, REAL_NAMES, label_kind
 
-
-class EvaluationError(DatasetError):
-    """Evaluation data or settings cannot be used (missing split or column, labels that do not say fake/real)."""
+# Evaluation data or settings cannot be used (missing split or column, labels that do not say fake/real).
+EvaluationError = DatasetError
 
 
 VIDEO_COLUMNS = ("video_id", "video")
@@ -40,6 +39,7 @@ class EvaluationData:
         video_ids (`list[str] | None`): video of each row.
         label_mapping (`dict[str, int]`): raw label value (as text) → 0/1.
         notes (`list[str]`): assumptions made (e.g. integer labels taken as 0 = real / 1 = fake).
+        unreadable (`list[str]`): images left out because they cannot be decoded (`skip_unreadable=True`).
         pixel_cache (`dict | None`): processed pixel values kept per image-processor configuration (see
             `runner.pixel_values`); `None` streams the images batch by batch instead.
     """
@@ -54,6 +54,7 @@ class EvaluationData:
     label_mapping: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     pixel_cache: dict | None = field(default=None, repr=False)
+    unreadable: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -70,6 +71,7 @@ def load_evaluation_data(
     max_samples: int | None = None,
     seed: int = 0,
     cache_pixels: bool = False,
+    skip_unreadable: bool = False,
 ) -> EvaluationData:
     """Load one split of an evaluation dataset and map its labels by name to 0 = real / 1 = fake.
 
@@ -86,6 +88,8 @@ def load_evaluation_data(
         seed (`int`): seed of that subset.
         cache_pixels (`bool`): keep the processed pixels of the split in memory once computed (for scoring many
             models on the same split; costs `N × C × H × W` floats per processor configuration).
+        skip_unreadable (`bool`): leave out images that cannot be decoded (corrupt, truncated, not an image, over
+            PIL's decompression-bomb limit) and say so in `notes`; by default they are an error naming them.
 
     Returns:
         `EvaluationData`: the split, its 0/1 labels, families and video ids.
@@ -99,6 +103,17 @@ def load_evaluation_data(
     if len(ds) == 0:
         raise EvaluationError(f"dataset {name!r} split {split_used!r} has no rows; pick another split")
     image_column = _image_column(ds, name, image_column)
+    bad_rows, bad_names = _unreadable_rows(ds, image_column)
+    if bad_rows and not skip_unreadable:
+        raise EvaluationError(
+            f"dataset {name}: {len(bad_rows)} of {len(ds)} images cannot be read ({_first(bad_names)}): "
+            "fix or remove them, or pass --skip-unreadable"
+        )
+    if bad_rows:
+        if len(bad_rows) == len(ds):
+            raise EvaluationError(f"dataset {name}: none of its {len(ds)} images can be read ({_first(bad_names)})")
+        bad = set(bad_rows)
+        ds = ds.select([i for i in range(len(ds)) if i not in bad])
     labels, mapping, notes = _labels(ds, name, label_column, image_column)
 
     if family_column is None and "family" in ds.column_names:
@@ -111,8 +126,63 @@ def load_evaluation_data(
         raise EvaluationError(
             f"dataset {name!r}: column {video_column!r} has empty video ids; fill them or drop the column"
         )
+    if bad_rows:
+        notes.append(f"skipped {len(bad_rows)} unreadable images ({_first(bad_names)})")
     cache = {} if cache_pixels else None
-    return EvaluationData(ds, name, split_used, image_column, labels, families, video_ids, mapping, notes, cache)
+    return EvaluationData(
+        ds, name, split_used, image_column, labels, families, video_ids, mapping, notes, cache, bad_names
+    )
+
+
+def _first(names: list, n: int = 3) -> str:
+    return ", ".join(names[:n]) + ("…" if len(names) > n else "")
+
+
+def _unreadable_rows(ds, image_column: str) -> tuple[list[int], list[str]]:
+    """Rows whose image cannot be decoded, and a short name for each (file name, or ``row i``)."""
+    import datasets
+
+    if isinstance(ds.features.get(image_column), datasets.Image):
+        values = ds.cast_column(image_column, datasets.Image(decode=False))[image_column]
+    else:
+        values = ds[image_column]
+    rows, names = [], []
+    for i, value in enumerate(values):
+        path = value.get("path") if isinstance(value, dict) else value if isinstance(value, (str, os.PathLike)) else None
+        data = value.get("bytes") if isinstance(value, dict) else value if isinstance(value, (bytes, bytearray)) else None
+        if path is None and data is None:
+            continue  # an already decoded image (or None, which the processor reports)
+        if not _readable(data if data is not None else path):
+            rows.append(i)
+            names.append("/".join(Path(os.fspath(path)).parts[-2:]) if path else f"row {i}")
+    return rows, names
+
+
+def _readable(source) -> bool:
+    """Whether PIL can open, verify and decode `source` (bytes or a path); decompression bombs count as unreadable."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    errors = (
+        UnidentifiedImageError, OSError, SyntaxError, ValueError,
+        Image.DecompressionBombError, Image.DecompressionBombWarning,
+    )  # fmt: skip
+
+    def opened():
+        return Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with opened() as image:
+                image.verify()  # checksums (PNG); a no-op for JPEG, so decode too: that catches truncation
+            with opened() as image:
+                image.load()
+    except errors:
+        return False
+    return True
 
 
 def _load_split(dataset, split: str):

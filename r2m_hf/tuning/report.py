@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .records import TuneResult, rank
+from .storage import redact_url
 
 METRIC_COLUMNS = (("auc", "AUC"), ("eer", "EER"), ("ap", "AP"), ("acc", "ACC"))
 METRIC_TITLES = {
@@ -79,7 +80,7 @@ def leaderboard_markdown(result: TuneResult, spaces: dict[str, Any]) -> str:
         "",
         f"Objective: **{result.metric}**, {METRIC_TITLES[result.metric]}, on `{result.dataset}` split "
         f"`{result.split}` ({result.rows} rows{f', {len(families)} families' if families else ''}). "
-        f"Study storage: `{result.storage}`.",
+        f"Study storage: `{redact_url(result.storage)}`.",
         f"Budget: {sum(result.budgets.values())} trials, equal per method ("
         + ", ".join(f"{m}: {b}" for m, b in result.budgets.items())
         + "). A pruned trial was stopped early, clearly worse, on part of the split; its value is on the rows scored.",

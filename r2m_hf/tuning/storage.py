@@ -270,3 +270,15 @@ __all__ = [
     "wait_for_running",
     "worker_id",
 ]
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ``***`` (``postgresql://user:***@host/db``), for reports and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))

@@ -119,3 +119,11 @@ def test_describe_is_json_ready():
         "searched": {"rank_ratio": {"low": 0.01, "high": 0.5, "log": True}},
         "fixed": {"svd": "exact"},
     }
+
+
+def test_storage_passwords_are_redacted_in_reports():
+    from r2m_hf.tuning.storage import redact_url
+
+    assert redact_url("postgresql://bob:s3cret@db:5432/x") == "postgresql://bob:***@db:5432/x"
+    assert redact_url("sqlite:////tmp/tune.db") == "sqlite:////tmp/tune.db"
+    assert "s3cret" not in redact_url("mysql+pymysql://u:s3cret@h/db")
