@@ -276,6 +276,7 @@ class EvaluationSection(BaseModel):
     video_column: str | None = Field(None, max_length=256)
     batch_size: int = Field(32, ge=1)
     max_samples: int | None = Field(None, ge=1)
+    skip_unreadable: bool = False
 
 
 class MergeConfig(BaseModel):

@@ -140,6 +140,7 @@ def evaluate_section(
         device=device,
         max_samples=section.max_samples,
         progress=progress,
+        skip_unreadable=section.skip_unreadable,
     )
 
 

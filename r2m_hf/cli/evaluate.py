@@ -23,6 +23,17 @@ def register(subparsers) -> None:
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--max-samples", type=int, default=None, help="score a seeded random subset of N rows")
     evaluate.add_argument("--device", default=None, help="cpu, cuda, … (default: what accelerate picks)")
+    evaluate.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="also report accuracy at this threshold (fake when P(fake) >= it; default: the model's calibration)",
+    )
+    evaluate.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that cannot be decoded (corrupt, truncated, decompression bombs) instead of refusing",
+    )
     evaluate.add_argument("--output", type=Path, default=None, help="write the metrics JSON here")
     add_progress(evaluate)
     add_debug(evaluate)
@@ -44,6 +55,8 @@ def run_eval(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         progress=show_progress(args),
         fake_label=args.fake_label,
+        threshold=args.threshold,
+        skip_unreadable=args.skip_unreadable,
     )
     print(result.to_markdown())
     if args.output is not None:

@@ -148,8 +148,11 @@ def _unreadable_rows(ds, image_column: str) -> tuple[list[int], list[str]]:
         values = ds[image_column]
     rows, names = [], []
     for i, value in enumerate(values):
-        path = value.get("path") if isinstance(value, dict) else value if isinstance(value, (str, os.PathLike)) else None
-        data = value.get("bytes") if isinstance(value, dict) else value if isinstance(value, (bytes, bytearray)) else None
+        if isinstance(value, dict):  # an undecoded Image feature
+            path, data = value.get("path"), value.get("bytes")
+        else:
+            path = value if isinstance(value, (str, os.PathLike)) else None
+            data = value if isinstance(value, (bytes, bytearray)) else None
         if path is None and data is None:
             continue  # an already decoded image (or None, which the processor reports)
         if not _readable(data if data is not None else path):

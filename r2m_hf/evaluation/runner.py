@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..detector.calibration import accuracy_at, read_calibration
+from ..errors import ConfigError
 from .data import EvaluationData, EvaluationError, load_evaluation_data
 from .metric import compute_metrics
 from .models import fake_index_of, load_classifier
 
-MEAN_KEYS = ("auc", "eer", "ap", "acc", "acc_eer", "video_auc")
+MEAN_KEYS = ("auc", "eer", "ap", "acc", "acc_eer", "acc_threshold", "video_auc")
 TABLE_COLUMNS = (("auc", "AUC"), ("eer", "EER"), ("ap", "AP"), ("acc", "ACC"))
 
 
@@ -36,6 +38,10 @@ class EvaluationResult:
         overall (`dict`): metrics of all rows pooled.
         model (`str | None`), fake_index (`int | None`): the classifier and the logit index read as fake.
         notes (`list[str]`): assumptions made on the way.
+        threshold (`float | None`): the decision threshold behind `acc_threshold` (fake when P(fake) >= it), from
+            the model's calibration or given; None reports accuracy at 0.5 only.
+        threshold_source (`str | None`): ``"calibration"`` or ``"given"``.
+        unreadable (`list[str]`): images left out because they cannot be decoded.
         scores, labels, sample_families: per-row fake scores, 0/1 labels and families (not serialized).
     """
 
@@ -48,6 +54,9 @@ class EvaluationResult:
     model: str | None = None
     fake_index: int | None = None
     notes: list = field(default_factory=list)
+    threshold: float | None = None
+    threshold_source: str | None = None
+    unreadable: list = field(default_factory=list)
     scores: np.ndarray | None = field(default=None, repr=False)
     labels: np.ndarray | None = field(default=None, repr=False)
     sample_families: list | None = field(default=None, repr=False)
@@ -62,6 +71,10 @@ class EvaluationResult:
                 "model": self.model,
                 "fake_index": self.fake_index,
                 "notes": list(self.notes),
+                "threshold": self.threshold,
+                "threshold_source": self.threshold_source,
+                "n_unreadable_skipped": len(self.unreadable),
+                "unreadable_skipped": list(self.unreadable),
                 "families": self.families,
                 "mean": self.mean,
                 "overall": self.overall,
@@ -70,7 +83,8 @@ class EvaluationResult:
 
     def to_markdown(self) -> str:
         """A Markdown table: one row per family, then the mean over families and the pooled numbers."""
-        columns = list(TABLE_COLUMNS) + ([("video_auc", "Video AUC")] if "video_auc" in self.overall else [])
+        columns = list(TABLE_COLUMNS) + ([("acc_threshold", "ACC@thr")] if self.threshold is not None else [])
+        columns += [("video_auc", "Video AUC")] if "video_auc" in self.overall else []
         lines = [
             "| family | " + " | ".join(title for _, title in columns) + " | n |",
             "|---|" + "---:|" * (len(columns) + 1),
@@ -85,6 +99,12 @@ class EvaluationResult:
         if self.families:
             lines.append(row("**mean**", self.mean, f"{len(self.families)} families"))
         lines.append(row("all (pooled)", self.overall, self.n_samples))
+        if self.threshold is not None:
+            source = "the model's calibration" if self.threshold_source == "calibration" else "given"
+            lines.append(f"\nACC@thr: accuracy at threshold {self.threshold:.4g} ({source}); ACC is at 0.5.")
+        if self.unreadable:
+            names = ", ".join(self.unreadable[:3]) + ("…" if len(self.unreadable) > 3 else "")
+            lines.append(f"\nskipped {len(self.unreadable)} unreadable images ({names}).")
         return "\n".join(lines) + "\n"
 
     def save(self, path) -> Path:
@@ -109,6 +129,8 @@ def evaluate_model(
     progress: bool = True,
     image_processor=None,
     fake_label: int | str | None = None,
+    threshold: float | None = None,
+    skip_unreadable: bool = False,
 ) -> EvaluationResult:
     """Score a deepfake detector on one dataset split and compute AUC/EER/AP/ACC per family, mean and pooled.
 
@@ -125,15 +147,28 @@ def evaluate_model(
         progress (`bool`): show a progress bar (main process only).
         image_processor (*optional*): processor for a loaded `model`; defaults to the one saved with it.
         fake_label (`int | str`, *optional*): fake class index or name, for heads whose `id2label` does not say.
+        threshold (`float`, *optional*): report `acc_threshold`, accuracy calling P(fake) >= it fake, beside
+            accuracy at 0.5; defaults to the threshold in the model's config.json (`r2m-hf calibrate`), if any.
+        skip_unreadable (`bool`): leave out images that cannot be decoded instead of refusing (see
+            `load_evaluation_data`).
 
     Returns:
         `EvaluationResult`: per-family, mean and pooled metrics, plus per-row scores.
     """
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0
+    ):
+        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
     # The model first: a wrong repo id or unreadable head fails before a large dataset is fetched.
     model, processor, model_name = load_classifier(model, image_processor)
     fake_index = fake_index_of(model, fake_label, model_name)
+    source = "given" if threshold is not None else None
+    if threshold is None:
+        calibration = read_calibration(getattr(model, "config", None))
+        if calibration is not None:
+            threshold, source = calibration.value, "calibration"
     if isinstance(dataset, EvaluationData):
         data = dataset
     else:
@@ -144,10 +179,13 @@ def evaluate_model(
             family_column=family_column,
             video_column=video_column,
             max_samples=max_samples,
+            skip_unreadable=skip_unreadable,
         )
     scores = score_images(model, processor, data, fake_index, batch_size=batch_size, device=device, progress=progress)
-    families, mean = family_metrics(scores, data.labels, data.families, data.video_ids)
+    families, mean = family_metrics(scores, data.labels, data.families, data.video_ids, threshold=threshold)
     overall = compute_metrics(scores, data.labels, data.video_ids)
+    if threshold is not None:
+        overall["acc_threshold"] = accuracy_at(scores, data.labels, threshold)
     if not families:
         mean = dict(overall)
     return EvaluationResult(
@@ -160,13 +198,16 @@ def evaluate_model(
         model=model_name,
         fake_index=fake_index,
         notes=list(data.notes),
+        threshold=None if threshold is None else float(threshold),
+        threshold_source=source,
+        unreadable=list(data.unreadable),
         scores=scores,
         labels=data.labels,
         sample_families=data.families,
     )
 
 
-def family_metrics(scores, labels, families, video_ids=None) -> tuple[dict, dict]:
+def family_metrics(scores, labels, families, video_ids=None, *, threshold: float | None = None) -> tuple[dict, dict]:
     """Metrics per forgery family and their mean over families.
 
     A family holding both classes is scored on its own rows. A family holding only fakes (DF40 style) is scored
@@ -178,6 +219,7 @@ def family_metrics(scores, labels, families, video_ids=None) -> tuple[dict, dict
         labels (`np.ndarray`): 0 = real, 1 = fake.
         families (`list[str | None] | None`): family of each row; None gives no families.
         video_ids (`list | None`): video of each row.
+        threshold (`float`, *optional*): also report `acc_threshold`, accuracy at this threshold.
 
     Returns:
         `tuple`: `(families, mean)`, `{family: metrics}` and `{metric: mean over families}` (NaN families skipped).
@@ -197,6 +239,8 @@ def family_metrics(scores, labels, families, video_ids=None) -> tuple[dict, dict
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             results[family] = compute_metrics(scores[rows], labels[rows], ids)
+        if threshold is not None:
+            results[family]["acc_threshold"] = accuracy_at(scores[rows], labels[rows], threshold)
     undefined = [f for f, m in results.items() if math.isnan(m["auc"])]
     if undefined:
         warnings.warn(
