@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from r2m_hf.linalg import (
+    gram,
     low_rank_approximation,
     polar_factor,
     randomized_svd,
@@ -148,3 +149,26 @@ def test_rank_from_ratio(shape, ratio, expected):
 )
 def test_rank_from_energy(values, energy, expected):
     assert rank_from_energy(torch.tensor(values), energy) == expected
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 20])
+def test_gram_is_an_exact_float64_sum_whatever_the_chunk(chunk):
+    rows = torch.randn(3, 10_000, generator=torch.Generator().manual_seed(6))
+    exact = rows.double() @ rows.double().T  # products of float32 values are exact in float64
+    got = gram(rows, chunk=chunk)
+    assert got.dtype == torch.float64 and got.shape == (3, 3)
+    assert torch.allclose(got, exact, rtol=1e-13, atol=0)
+
+
+def test_gram_over_millions_of_columns_keeps_float64_accuracy():
+    """A float32 product over 4M columns errs by ~2e-4; the chunked float64 products stay at float64 rounding."""
+    g = torch.Generator().manual_seed(7)
+    rows = 1e-3 * (torch.randn(1, 1 << 22, generator=g) + torch.randn(3, 1 << 22, generator=g))
+    exact = rows.double() @ rows.double().T
+    assert torch.allclose(gram(rows), exact, rtol=1e-12, atol=0)
+    assert torch.equal(gram(torch.zeros(2, 0)), torch.zeros(2, 2, dtype=torch.float64))
+
+
+def test_gram_accepts_half_precision():
+    rows = torch.randn(2, 300, generator=torch.Generator().manual_seed(8)).to(torch.bfloat16)
+    assert torch.allclose(gram(rows), rows.double() @ rows.double().T, rtol=1e-13, atol=0)

@@ -17,24 +17,34 @@ from typing import Literal
 import torch
 
 from ..groups import Group
-from ..linalg import SvdMethod, rank_from_energy, rank_from_ratio, svd, top_eigenvectors, truncated_svd
+from ..linalg import SvdMethod, gram, rank_from_energy, rank_from_ratio, svd, top_eigenvectors, truncated_svd
 
 # A residual this small relative to the core is rounding noise (e.g. identical specialists); `eta: relative`
 # would otherwise blow it up to α‖τcore‖.
 RESIDUAL_DROP_TOLERANCE = 1e-6
 
+# Warn when some c_i differs from 1/N by more than this fraction of 1/N, or the relative eigengap is below this.
+NONUNIFORM_WARNING = 0.5
+GAP_WARNING = 0.1
+
 # Per residual: (U_r · S_r, Vh_r), whose product is the rank-r truncation f̃i.
 Factors = tuple[torch.Tensor, torch.Tensor]
 
 
-def gram_block(task_matrix: torch.Tensor, *, center: bool = False, block_weight: str = "none") -> torch.Tensor:
+def gram_block(
+    task_matrix: torch.Tensor, *, center: bool = False, block_weight: str = "none", product: torch.Tensor | None = None
+) -> torch.Tensor:
     """One tensor's term w_l · T_l T_lᵀ of the Gram matrix G, in float64.
+
+    The product is an exact float64 sum over column chunks (:func:`~r2m_hf.linalg.gram`): no float64 copy of the
+    tensor is made.
 
     Args:
         task_matrix (`torch.Tensor`): T_l, the N weighted task vectors of one tensor as flattened rows (N × P_l).
         center (`bool`): subtract from every row the mean of its own entries before the product.
         block_weight (`str`): w_l = 1 (``none``), 1/‖T_l‖_F² (``fro``) or P_l/‖T_l‖_F² (``size``); a tensor no
             specialist changed (‖T_l‖ = 0) adds nothing.
+        product (`torch.Tensor`, *optional*): T_l T_lᵀ when the caller already has it (not used with `center`).
 
     Returns:
         `torch.Tensor`: the N × N block.
@@ -42,8 +52,9 @@ def gram_block(task_matrix: torch.Tensor, *, center: bool = False, block_weight:
     t = task_matrix
     if center:
         t = t - t.mean(dim=1, keepdim=True)
-    t = t.double()
-    block = t @ t.mT
+        block = gram(t)
+    else:
+        block = gram(t) if product is None else product
     if block_weight != "none":
         sq = float(block.diagonal().sum())
         if sq <= 0:
@@ -70,6 +81,24 @@ def real_core_coefficients(gram: torch.Tensor, real_rank: int) -> tuple[torch.Te
     return (u @ (u.mT @ ones)) / n, evals
 
 
+def core_weights(coefficients: torch.Tensor | None, n_models: int, blend: float = 1.0) -> torch.Tensor:
+    """The weights γ of τcore = Σi γi τi: γ = (1 − β)/N + β c, or 1/N (τ̄) where there are no coefficients.
+
+    Args:
+        coefficients (`torch.Tensor`, *optional*): c (N,) on the subspace group; `None` on the vector group.
+        n_models (`int`): N.
+        blend (`float`): β ∈ [0, 1]; 1 is the pure projection, 0 the mean.
+
+    Returns:
+        `torch.Tensor`: γ, float64, shape (N,).
+    """
+    mean = torch.full((n_models,), 1.0 / n_models, dtype=torch.float64)
+    if coefficients is None:
+        return mean
+    c = coefficients.to(torch.float64)
+    return c if blend == 1.0 else (1.0 - blend) * mean + blend * c
+
+
 def real_core(task_vectors: torch.Tensor, coefficients: torch.Tensor | None, blend: float = 1.0) -> torch.Tensor:
     """The real core τcore = (1 − β) τ̄ + β Σi ci τi of one tensor (τ̄ alone where there are no coefficients).
 
@@ -81,11 +110,29 @@ def real_core(task_vectors: torch.Tensor, coefficients: torch.Tensor | None, ble
     Returns:
         `torch.Tensor`: τcore, shape of one task vector.
     """
-    mean = task_vectors.mean(dim=0)
-    if coefficients is None:
-        return mean
-    core = torch.tensordot(coefficients.to(task_vectors.dtype), task_vectors, dims=1)
-    return core if blend == 1.0 else (1.0 - blend) * mean + blend * core
+    weights = core_weights(coefficients, task_vectors.shape[0], blend)
+    return torch.tensordot(weights.to(dtype=task_vectors.dtype, device=task_vectors.device), task_vectors, dims=1)
+
+
+def residual_statistics(tensor_gram: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """‖τcore‖² and the Gram ⟨fi, fj⟩ of the untruncated residuals of one tensor, from its Gram alone.
+
+    With τcore = Σj γj τj, fi = τi − τcore = Σj K_ij τj for K = I − 1γᵀ, so ⟨fi, fj⟩ = (K T Tᵀ Kᵀ)_ij and
+    ‖τcore‖² = γᵀ T Tᵀ γ: no pass over the tensor. T Tᵀ is an exact float64 sum of the task vectors' products
+    (:func:`~r2m_hf.linalg.gram`), so the cancellation in K T Tᵀ Kᵀ (residuals much smaller than the τi) costs only
+    float64 digits.
+
+    Args:
+        tensor_gram (`torch.Tensor`): T Tᵀ of the tensor's weighted task vectors (N × N, float64).
+        weights (`torch.Tensor`): γ, the core weights (:func:`core_weights`).
+
+    Returns:
+        `(core_sq, residual_gram)`: ‖τcore‖² (0-d) and the N × N Gram of the fi, both float64.
+    """
+    g = tensor_gram.to(torch.float64)
+    gamma = weights.to(dtype=torch.float64, device=g.device)
+    k = torch.eye(len(gamma), dtype=torch.float64, device=g.device) - gamma.unsqueeze(0)
+    return gamma @ g @ gamma, k @ g @ k.mT
 
 
 def truncation_route(
@@ -145,8 +192,28 @@ def truncate_residuals(
 
 
 def expand_factors(factors: list[Factors]) -> torch.Tensor:
-    """f̃i = (U_r S_r) Vh_r for every residual, stacked N × m × n."""
+    """f̃i = (U_r S_r) Vh_r for every residual, stacked N × m × n (the merge never forms them; tests do)."""
     return torch.stack([us @ vh for us, vh in factors])
+
+
+def factor_gram(factors: list[Factors]) -> torch.Tensor:
+    """R = ⟨f̃i, f̃j⟩ of truncated residuals from their factors alone, in float64: f̃i is never formed.
+
+    With f̃i = Ai Bi (Ai = U_r S_r, m × ri; Bi = Vh_r, ri × n), ⟨Ai Bi, Aj Bj⟩ = Σ (Aiᵀ Aj) ∘ (Bi Bjᵀ): two
+    products of the (Σ ri)-wide stacked factors, O((m + n)(Σ ri)²) instead of O(m n Σ ri).
+
+    Args:
+        factors (`list[tuple]`): per residual (U_r · S_r, Vh_r).
+
+    Returns:
+        `torch.Tensor`: the N × N float64 Gram matrix of the f̃i.
+    """
+    a = torch.cat([us for us, _ in factors], dim=1).double()
+    b = torch.cat([vh for _, vh in factors], dim=0).double()
+    # E (Σ ri × N) marks which residual each stacked column belongs to: R = Eᵀ ((AᵀA) ∘ (BBᵀ)) E
+    owner = torch.cat([torch.full((vh.shape[0],), i) for i, (_, vh) in enumerate(factors)]).to(a.device)
+    blocks = torch.nn.functional.one_hot(owner, len(factors)).double()
+    return blocks.mT @ ((a.mT @ a) * (b @ b.mT)) @ blocks
 
 
 def norm_matching_mix(norms_sq: torch.Tensor) -> torch.Tensor:
@@ -196,14 +263,20 @@ def residual_strength(mode: str, alpha: float, core_norm: float, residual_norm: 
 
 
 def combine(
-    base: torch.Tensor, core: torch.Tensor, truncated: torch.Tensor, eta: float, mix: torch.Tensor | None
+    base: torch.Tensor,
+    core: torch.Tensor,
+    truncated: torch.Tensor | list[Factors],
+    eta: float,
+    mix: torch.Tensor | None,
 ) -> torch.Tensor:
     """The merged tensor θ* = θ0 + τcore + η Σi a_i f̃i.
 
     Args:
         base (`torch.Tensor`): θ0.
         core (`torch.Tensor`): τcore.
-        truncated (`torch.Tensor`): f̃i stacked, N × shape.
+        truncated (`torch.Tensor` or `list[tuple]`): f̃i stacked (N × shape), or the factors (U_r S_r, Vh_r) of
+            the truncated residuals of a matrix: then Σi a_i f̃i is one product [a_1 A_1 … a_N A_N] [B_1; …; B_N]
+            added in place, and no f̃i is formed.
         eta (`float`): η (0 skips the residual term).
         mix (`torch.Tensor`, *optional*): a (N,); unused (may be `None`) when η = 0.
 
@@ -211,9 +284,14 @@ def combine(
         `torch.Tensor`: θ*.
     """
     merged = base + core
-    if eta != 0.0:
-        merged = merged + eta * torch.tensordot(mix.to(truncated.dtype), truncated, dims=1)
-    return merged
+    if eta == 0.0:
+        return merged
+    if isinstance(truncated, torch.Tensor):
+        mix = mix.to(dtype=truncated.dtype, device=truncated.device)
+        return merged.add_(torch.tensordot(mix, truncated, dims=1), alpha=eta)
+    left = torch.cat([us * a for (us, _), a in zip(truncated, mix.tolist(), strict=True)], dim=1)
+    right = torch.cat([vh for _, vh in truncated], dim=0)
+    return merged.addmm_(left.to(merged.dtype), right.to(merged.dtype), alpha=eta)
 
 
 def spectral_gap(eigenvalues: torch.Tensor | None, real_rank: int) -> float | None:
@@ -221,6 +299,33 @@ def spectral_gap(eigenvalues: torch.Tensor | None, real_rank: int) -> float | No
     if eigenvalues is None or real_rank >= len(eigenvalues) or float(eigenvalues[0]) <= 0:
         return None
     return float((eigenvalues[real_rank - 1] - eigenvalues[real_rank]) / eigenvalues[0])
+
+
+def diagnose(coefficients: torch.Tensor | None, gap: float | None, real_rank: int) -> list[str]:
+    """The user warnings about the real core: coefficients far from uniform, or a small spectral gap.
+
+    Args:
+        coefficients (`torch.Tensor`, *optional*): the global c (`None` with ``real_scope: layer``).
+        gap (`float`, *optional*): the relative spectral gap after eigenvalue k (:func:`spectral_gap`).
+        real_rank (`int`): k.
+
+    Returns:
+        `list[str]`: the warnings (empty when neither applies).
+    """
+    warnings = []
+    if coefficients is not None:
+        n = len(coefficients)
+        if float((coefficients * n - 1.0).abs().max()) > NONUNIFORM_WARNING:
+            warnings.append(
+                f"real-core coefficients c = {[round(float(x), 4) for x in coefficients]} are far from uniform (1/N = "
+                f"{1 / n:.4f}): the 'real core' is dominated by some specialists; the task vectors may share little"
+            )
+    if gap is not None and gap < GAP_WARNING:
+        warnings.append(
+            f"small spectral gap ({gap:.3f} relative) after eigenvalue {real_rank}: "
+            "the real core is poorly separated from the residuals"
+        )
+    return warnings
 
 
 def norm(sq: torch.Tensor | float) -> float:

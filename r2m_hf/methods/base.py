@@ -103,7 +103,10 @@ class TensorSlot:
         name (`str`): canonical (in-memory transformers) parameter name.
         group (`Group`): the tensor's parameter group (never `Group.HEAD`).
         base (`torch.Tensor` or `None`): θ0 for this tensor; `None` only for methods that do not need a base.
-        models (`torch.Tensor`): the N specialists' tensors stacked on a new leading dimension (N × shape).
+        models (`torch.Tensor`): the N specialists' tensors stacked on a new leading dimension (N × shape). The
+            stack is the method's own: whoever builds slots hands a fresh one for every slot of every pass (the
+            engine stacks the tensors it reads), so a method may overwrite it (R²M forms τi = θi − θ0 in place).
+            `base` may be the caller's tensor and is never written.
         index (`int`): position of the tensor in the merge plan (stable across passes and processes).
     """
 

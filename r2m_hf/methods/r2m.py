@@ -13,6 +13,14 @@ report). The merge runs in three streaming passes so that no model is ever held 
 The norms ni = ‖f̃i‖ and ‖τres‖ both follow from the R^l without another pass: ni² = Σ_l R^l_ii and
 ‖τres‖² = Σ_l aᵀ R^l a. The per-model weights wi are rescaled to sum to N (wi · N / Σw) and multiply the task
 vectors, so only their ratios matter and unit weights give the unweighted rule.
+
+Cost: each pass reads every tensor once and works in place of the slot's stack (τi, then fi, overwrite θi). Pass 0
+keeps every tensor's N × N Gram T_l T_lᵀ (exact float64 sums of chunked products, no float64 copy of a tensor), from
+which pass 1 gets ‖τcore‖², the ‖fi‖² and the R^l of every tensor kept whole without touching its data: only the
+truncated matrices form their fi again and take their SVDs, and their R^l come from the factors' small products. The
+merge adds η Σi a_i f̃i as one low-rank product, so no f̃i is ever formed. Pass 1 needs the c of the whole model's G,
+so with ``real_scope: global`` passes 0 and 1 cannot share a read; with ``real_scope: layer`` each tensor's c comes
+from its own block and they do (two passes instead of three).
 """
 
 from __future__ import annotations
@@ -26,14 +34,11 @@ from pydantic import Field
 
 from ..errors import ConfigError
 from ..groups import Group
+from ..linalg import gram as linalg_gram
 from ..linalg import rank_from_ratio
 from . import _r2m_math as rule
 from ._common import format_number, format_numbers
 from .base import MergeMethod, MethodParameters, Sweep, TensorSlot, Tunable
-
-# Warn when some c_i differs from 1/N by more than this fraction of 1/N, or the relative eigengap is below this.
-NONUNIFORM_WARNING = 0.5
-GAP_WARNING = 0.1
 
 
 class R2MParameters(MethodParameters):
@@ -97,6 +102,8 @@ class R2M(MergeMethod):
         self.eigenvalues: torch.Tensor | None = None
         self._layer_coefficients: dict[int, torch.Tensor] = {}
         self._layer_names: dict[int, str] = {}
+        # pass 0 → 1: every tensor's T_l T_lᵀ (N × N), from which pass 1 gets all but the truncated matrices' R^l
+        self._tensor_grams: dict[int, torch.Tensor] = {}
         # pass 1: ‖τcore‖², ‖fi‖², Σ_l R^l (and R^l per tensor for norm_matching: layer), the factor cache
         self._core_sq = torch.zeros((), dtype=torch.float64)
         self._before_sq = torch.zeros(n, dtype=torch.float64)
@@ -113,30 +120,41 @@ class R2M(MergeMethod):
         self.eta = 0.0
         self.residual_dropped = False
         self._warnings: list[str] = []
+        self._unit_weights = bool((self.weights == 1).all())
+        # The statistics stages each engine pass runs: 0 = the Gram G, 1 = the residual statistics. With
+        # `real_scope: layer` every tensor's c comes from its own Gram block, so both share one read of the tensor.
+        self._stages: list[tuple[int, ...]] = [(0, 1)] if p.real_scope == "layer" else [(0,), (1,)]
+        self.statistics_passes = len(self._stages)
 
     # ---------------------------------------------------------------- one tensor, through the pure rule
     def _task_vectors(self, slot: TensorSlot) -> torch.Tensor:
-        """The weighted task vectors wi τi of one tensor (N × shape)."""
-        return slot.task_vectors * self.weights.to(slot.models.dtype).view(-1, *([1] * len(slot.shape)))
+        """The weighted task vectors wi τi of one tensor (N × shape), formed in place of the slot's models."""
+        if slot.base is None:
+            raise ValueError(f"tensor {slot.name}: this method needs a base model")
+        tv = slot.models.sub_(slot.base)
+        if not self._unit_weights:
+            tv.mul_(self.weights.to(dtype=tv.dtype, device=tv.device).view(-1, *([1] * len(slot.shape))))
+        return tv
 
     def _coefficients_for(self, slot: TensorSlot) -> torch.Tensor | None:
         if not slot.group.in_subspace:
             return None
         return self._layer_coefficients[slot.index] if self.parameters.real_scope == "layer" else self.coefficients
 
-    def _core_and_residuals(self, slot: TensorSlot) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(τcore, f, f̃) for one tensor; f and f̃ stacked N × shape. Truncations are cached or recomputed."""
-        p = self.parameters
+    def _core(self, slot: TensorSlot) -> tuple[torch.Tensor, torch.Tensor]:
+        """(τcore, τ): the real core of one tensor and its weighted task vectors (in place of the slot's models)."""
         tv = self._task_vectors(slot)
-        core = rule.real_core(tv, self._coefficients_for(slot), p.blend)
-        residuals = tv - core.unsqueeze(0)
-        route = rule.truncation_route(
+        return rule.real_core(tv, self._coefficients_for(slot), self.parameters.blend), tv
+
+    def _route(self, slot: TensorSlot) -> str:
+        p = self.parameters
+        return rule.truncation_route(
             slot.group, tuple(slot.shape), self.n_models, p.residual_rank_ratio, p.residual_energy
         )
-        if route == "drop":
-            return core, residuals, torch.zeros_like(residuals)
-        if route == "keep":
-            return core, residuals, residuals
+
+    def _truncation(self, slot: TensorSlot, residuals: torch.Tensor) -> list[rule.Factors] | None:
+        """The factors of a truncated matrix's f̃i (cached, else computed); `None` when r covers the full rank."""
+        p = self.parameters
         factors = self._cache.get(slot.index)
         if factors is None:
             factors = rule.truncate_residuals(
@@ -148,11 +166,11 @@ class R2M(MergeMethod):
             )
         if factors is None:  # r covers the full rank: nothing to truncate
             self._ranks.setdefault(slot.name, [min(slot.shape)] * self.n_models)
-            return core, residuals, residuals
+            return None
         self._ranks.setdefault(slot.name, [vh.shape[0] for _, vh in factors])
         if p.residual_cache == "memory":
             self._cache[slot.index] = factors
-        return core, residuals, rule.expand_factors(factors)
+        return factors
 
     def _mix_for(self, index: int) -> torch.Tensor:
         """a: the weights of the f̃i in τres for tensor `index`."""
@@ -165,29 +183,63 @@ class R2M(MergeMethod):
 
     # ---------------------------------------------------------------- passes
     def observe(self, pass_index: int, slot: TensorSlot) -> None:
+        stages = self._stages[pass_index]
+        tv = None
+        if 0 in stages:
+            tv = self._task_vectors(slot)
+            self._observe_gram(slot, tv)
+        if 1 in stages:
+            self._observe_residuals(slot, tv)
+
+    def _observe_gram(self, slot: TensorSlot, tv: torch.Tensor) -> None:
+        """Stage 0: the tensor's Gram T_l T_lᵀ (kept), its block of G, and its own c with ``real_scope: layer``."""
         p = self.parameters
-        if pass_index == 0:
-            if slot.group.in_subspace:
-                task_matrix = self._task_vectors(slot).reshape(slot.n_models, -1)
-                block = rule.gram_block(task_matrix, center=p.center, block_weight=p.block_weight)
-                if p.real_scope == "layer":
-                    self._layer_coefficients[slot.index] = rule.real_core_coefficients(block, p.real_rank)[0]
-                    self._layer_names[slot.index] = slot.name
-                self._gram += block
+        flat = tv.reshape(self.n_models, -1)
+        product = linalg_gram(flat).cpu()
+        self._tensor_grams[slot.index] = product
+        if not slot.group.in_subspace:
             return
-        core, residuals, truncated = self._core_and_residuals(slot)
-        flat = truncated.reshape(slot.n_models, -1).double()
-        gram = flat @ flat.mT
-        self._core_sq += core.double().pow(2).sum()
-        self._before_sq += residuals.reshape(slot.n_models, -1).double().pow(2).sum(dim=1)
+        block = rule.gram_block(flat, center=p.center, block_weight=p.block_weight, product=product).cpu()
+        if p.real_scope == "layer":
+            self._layer_coefficients[slot.index] = rule.real_core_coefficients(block, p.real_rank)[0]
+            self._layer_names[slot.index] = slot.name
+        self._gram += block
+
+    def _observe_residuals(self, slot: TensorSlot, tv: torch.Tensor | None) -> None:
+        """Stage 1: ‖τcore‖², ‖fi‖² and the Gram R^l of the f̃i.
+
+        All but the truncated matrices' R^l follow from the tensor's Gram T_l T_lᵀ (stage 0) and the core weights γ
+        alone; only a truncated matrix reads its task vectors again, to form fi (in place) and truncate it.
+        """
+        n = self.n_models
+        coefficients = self._coefficients_for(slot)
+        core_sq, kept = rule.residual_statistics(
+            self._tensor_grams.pop(slot.index), rule.core_weights(coefficients, n, self.parameters.blend)
+        )
+        gram = kept  # f̃i = fi: kept whole (or r covers the full rank)
+        route = self._route(slot)
+        if route == "drop":
+            gram = torch.zeros(n, n, dtype=torch.float64)
+        elif route == "truncate":
+            tv = self._task_vectors(slot) if tv is None else tv
+            residuals = tv.sub_(rule.real_core(tv, coefficients, self.parameters.blend))  # fi = τi − τcore
+            factors = self._truncation(slot, residuals)
+            if factors is not None:  # ⟨f̃i, f̃j⟩ from the factors: the f̃i are never formed
+                gram = rule.factor_gram(factors).cpu()
+        self._core_sq += core_sq
+        self._before_sq += kept.diagonal()
         self._residual_gram += gram
-        if p.norm_matching == "layer":
+        if self.parameters.norm_matching == "layer":
             self._layer_grams[slot.index] = gram
 
     def reduce(self, pass_index: int, all_reduce) -> None:
-        if pass_index == 0:
-            all_reduce(self._gram)
-            return
+        for stage in self._stages[pass_index]:
+            if stage == 0:
+                all_reduce(self._gram)
+            else:
+                self._reduce_residual_statistics(all_reduce)
+
+    def _reduce_residual_statistics(self, all_reduce) -> None:
         if self.parameters.norm_matching == "layer":
             self._layer_res_sq = self._local_layer_residual_sq()
             self._layer_res_reduced = True
@@ -210,10 +262,15 @@ class R2M(MergeMethod):
         return total
 
     def end_pass(self, pass_index: int) -> None:
+        for stage in self._stages[pass_index]:
+            if stage == 0:
+                self.coefficients, self.eigenvalues = rule.real_core_coefficients(self._gram, self.parameters.real_rank)
+            else:
+                self._end_residual_statistics()
+
+    def _end_residual_statistics(self) -> None:
+        """The mix a, the norms ‖τcore‖ and ‖τres‖, and η."""
         p = self.parameters
-        if pass_index == 0:
-            self.coefficients, self.eigenvalues = rule.real_core_coefficients(self._gram, p.real_rank)
-            return
         if p.norm_matching == "layer":
             res_sq = self._layer_res_sq if self._layer_res_reduced else self._local_layer_residual_sq()
         else:
@@ -225,13 +282,21 @@ class R2M(MergeMethod):
         self.core_norm = rule.norm(self._core_sq)
         self.residual_norm = rule.norm(res_sq)
         self.eta, self.residual_dropped = rule.residual_strength(p.eta, p.alpha, self.core_norm, self.residual_norm)
-        self._warnings = self._diagnose()
+        c = self.coefficients if p.real_scope == "global" else None
+        self._warnings = rule.diagnose(c, self.spectral_gap, p.real_rank)
 
     def merge(self, slot: TensorSlot) -> torch.Tensor:
-        core, _, truncated = self._core_and_residuals(slot)
-        self._cache.pop(slot.index, None)
-        mix = self._mix_for(slot.index) if self.eta != 0.0 else None
-        return rule.combine(slot.base, core, truncated, self.eta, mix)
+        cached = self._cache.pop(slot.index, None)
+        core, tv = self._core(slot)
+        route = self._route(slot)
+        if self.eta == 0.0 or route == "drop":
+            return slot.base + core
+        mix = self._mix_for(slot.index)
+        if cached is not None:  # θ0 + τcore + η Σ a_i f̃i straight from the factors
+            return rule.combine(slot.base, core, cached, self.eta, mix)
+        residuals = tv.sub_(core)
+        factors = self._truncation(slot, residuals) if route == "truncate" else None
+        return rule.combine(slot.base, core, residuals if factors is None else factors, self.eta, mix)
 
     # ---------------------------------------------------------------- declarations
     def extra_memory_bytes(
@@ -240,7 +305,8 @@ class R2M(MergeMethod):
         """The cache of truncated residuals between passes: N factor pairs (m × r and r × n) per truncated matrix.
 
         Nothing with ``residual_cache: recompute``, with ρ = 0, or where r covers the full rank; the energy rule's
-        rank is bounded by the full rank min(m, n).
+        rank is bounded by the full rank min(m, n). (Every tensor's N × N float64 Gram, kept from pass 0 to pass 1,
+        is a few kilobytes and not counted.)
         """
         p = self.parameters
         if p.residual_cache != "memory":
@@ -306,25 +372,6 @@ class R2M(MergeMethod):
         ]
 
     # ---------------------------------------------------------------- diagnostics
-    def _diagnose(self) -> list[str]:
-        warnings = []
-        n = self.n_models
-        c = self.coefficients
-        if self.parameters.real_scope == "global" and c is not None:
-            deviation = float((c * n - 1.0).abs().max())
-            if deviation > NONUNIFORM_WARNING:
-                warnings.append(
-                    f"real-core coefficients c = {[round(float(x), 4) for x in c]} are far from uniform (1/N = "
-                    f"{1 / n:.4f}): the 'real core' is dominated by some specialists; the task vectors may share little"
-                )
-        gap = self.spectral_gap
-        if gap is not None and gap < GAP_WARNING:
-            warnings.append(
-                f"small spectral gap ({gap:.3f} relative) after eigenvalue {self.parameters.real_rank}: "
-                "the real core is poorly separated from the residuals"
-            )
-        return warnings
-
     @property
     def spectral_gap(self) -> float | None:
         """(λ_k − λ_{k+1}) / λ_1 of the Gram matrix, or None when k = N."""

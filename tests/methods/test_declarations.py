@@ -169,14 +169,17 @@ def test_r2m_extra_memory_bounds_the_cache_it_holds(params):
     stacks = {name: base[name] + 0.1 * torch.randn(3, *shape, generator=g) for name, shape in SHAPES.items()}
     method = build_method("r2m", {"svd": "exact", **params}, ["a", "b", "c"])
 
-    def slots(_pass):
+    def slots(_pass):  # a fresh stack per slot, as the engine hands them (methods may overwrite it)
         for index, name in enumerate(SHAPES):
-            yield TensorSlot(name, GROUPS[name], base[name], stacks[name], index)
+            yield TensorSlot(name, GROUPS[name], base[name], stacks[name].clone(), index)
 
     for pass_index in range(method.statistics_passes):
         for slot in slots(pass_index):
             method.observe(pass_index, slot)
         method.end_pass(pass_index)
+        if pass_index == 0:  # every tensor's N × N Gram (uncounted: bytes), held until pass 1 uses it
+            assert sorted(method._tensor_grams) == list(range(len(SHAPES)))
+    assert not method._tensor_grams
     held = sum(t.numel() * t.element_size() for factors in method._cache.values() for pair in factors for t in pair)
     estimate = method.extra_memory_bytes(SHAPES, GROUPS, 4)
     assert 0 < held <= estimate

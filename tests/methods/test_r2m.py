@@ -13,6 +13,7 @@ import torch
 from r2m_cases import F64, GROUPS, TOL, make_models, max_diff, mean_model, per_matrix_ranks, run
 from r2m_reference import coefficients_from_eigenvectors, r2m_reference
 
+from r2m_hf.engine import build_method, merge_state_dicts
 from r2m_hf.groups import Group
 
 # ---------------------------------------------------------------------------------------------- against the reference
@@ -127,6 +128,44 @@ def test_float32_compute_close_to_reference():
     ref = r2m_reference(base, models, GROUPS)
     assert all(t.dtype == torch.float32 for t in merged.values())
     assert max_diff(merged, ref.merged) < 1e-4
+
+
+@pytest.mark.parametrize("params", [{}, {"real_scope": "layer", "norm_matching": "layer"}])
+def test_float32_statistics_of_large_tensors_match_float64(params):
+    """G, the norms and the R^l are float64 products over column chunks: on tensors of millions of entries the
+    float32 merge stays within float32 rounding of the float64 one. Here the residuals nearly cancel in τres
+    (‖τres‖ ≈ ‖fi‖ / 40, η ≈ 90): float32 products per chunk already move η by 2e-5, one float32 product over
+    every column by far more."""
+    groups = {"pos": Group.SUBSPACE, "w": Group.TRUNCATABLE, "b": Group.VECTOR}
+    shapes = {"pos": (1, 1 << 21), "w": (256, 192), "b": (1 << 20,)}
+    g = torch.Generator().manual_seed(40)
+    base = {k: 0.02 * torch.randn(s, generator=g) for k, s in shapes.items()}
+    shared = {k: 1e-3 * torch.randn(s, generator=g) for k, s in shapes.items()}
+    models = [{k: base[k] + shared[k] + 1e-3 * torch.randn(s, generator=g) for k, s in shapes.items()} for _ in "abc"]
+    params = {"svd": "exact", "residual_rank_ratio": 0.05, **params}
+    run32 = merge_state_dicts("r2m", params, base, models, groups, dtype=torch.float32)
+    base64 = {k: v.double() for k, v in base.items()}
+    run64 = merge_state_dicts("r2m", params, base64, [{k: v.double() for k, v in m.items()} for m in models], groups,
+                              dtype=F64)  # fmt: skip
+    assert run64[1]["eta"] > 50
+    for key in ("core_norm", "residual_norm", "eta"):
+        assert run32[1][key] == pytest.approx(run64[1][key], rel=2e-6)
+    assert run32[1]["coefficients"] == pytest.approx(run64[1]["coefficients"], rel=1e-7)
+    for k in shapes:  # the float32 SVD and residuals themselves err by ~1e-5 of the merge delta
+        delta32, delta64 = run32[0][k].double() - base64[k], run64[0][k] - base64[k]
+        assert float((delta32 - delta64).norm() / delta64.norm()) < 3e-5
+
+
+def test_the_caller_base_is_never_written_and_layer_scope_reads_twice():
+    """R²M forms τi in place of the slot's stack of θi (the engine's own copy), never in θ0; with a per-tensor c
+    the Gram and the residual statistics share one pass."""
+    base, models = make_models(3, seed=6)
+    kept = {k: v.clone() for k, v in base.items()}
+    for params in ({}, {"real_scope": "layer"}, {"residual_cache": "recompute", "residual_energy": 0.8}):
+        run(params, base, models)
+        assert all(torch.equal(base[k], kept[k]) for k in base)
+    assert build_method("r2m", {}, ["a", "b", "c"]).statistics_passes == 2
+    assert build_method("r2m", {"real_scope": "layer"}, ["a", "b", "c"]).statistics_passes == 1
 
 
 def test_small_truncatable_matrix_is_not_truncated():

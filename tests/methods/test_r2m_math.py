@@ -137,6 +137,47 @@ def test_randomized_truncation_is_seeded():
     assert torch.equal(first, again)
 
 
+def test_core_weights_by_hand():
+    c = t([0.5, 0.25, 0.0])
+    assert torch.allclose(rule.core_weights(c, 3), c)
+    assert torch.allclose(rule.core_weights(c, 3, blend=0.25), 0.75 * torch.full((3,), 1 / 3, dtype=F64) + 0.25 * c)
+    assert torch.allclose(rule.core_weights(None, 4, blend=0.25), torch.full((4,), 0.25, dtype=F64))
+
+
+@pytest.mark.parametrize("blend", [1.0, 0.3])
+def test_residual_statistics_from_the_tensor_gram(blend):
+    g = torch.Generator().manual_seed(4)
+    tv = torch.randn(1, 40, generator=g, dtype=F64) + 0.2 * torch.randn(3, 40, generator=g, dtype=F64)
+    c = t([0.4, 0.35, 0.2])
+    core = rule.real_core(tv, c, blend)
+    residuals = tv - core
+    core_sq, residual_gram = rule.residual_statistics(tv @ tv.T, rule.core_weights(c, 3, blend))
+    assert float(core_sq) == pytest.approx(float(core.pow(2).sum()), rel=1e-12)
+    assert torch.allclose(residual_gram, residuals @ residuals.T, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("energy", [None, 0.9])
+def test_factor_gram_is_the_gram_of_the_truncated_residuals(energy):
+    # the energy rule gives each residual its own rank: the blocks of the stacked factors differ in size
+    residuals = residuals_with_spectrum([[5, 4, 3, 2, 1], [9, 1, 0.5, 0.2, 0.1], [2, 2, 2, 2, 2]], m=9, n=6)
+    factors = rule.truncate_residuals(residuals, rank_ratio=0.5, energy=energy)
+    if energy is not None:
+        assert len({vh.shape[0] for _, vh in factors}) > 1
+    flat = rule.expand_factors(factors).reshape(3, -1)
+    assert torch.allclose(rule.factor_gram(factors), flat @ flat.T, atol=1e-12)
+
+
+def test_combine_from_factors_equals_combine_from_the_truncated_residuals():
+    residuals = residuals_with_spectrum([[5, 4, 3, 2, 1], [3, 1, 0.5, 0.2, 0.1]], m=7, n=5)
+    factors = rule.truncate_residuals(residuals, rank_ratio=0.03, energy=0.8)
+    g = torch.Generator().manual_seed(1)
+    base, core = torch.randn(7, 5, generator=g, dtype=F64), torch.randn(7, 5, generator=g, dtype=F64)
+    mix = t([0.7, 0.2])
+    expected = rule.combine(base, core, rule.expand_factors(factors), 1.5, mix)
+    assert torch.allclose(rule.combine(base, core, factors, 1.5, mix), expected, atol=1e-12)
+    assert torch.equal(rule.combine(base, core, factors, 0.0, None), base + core)
+
+
 # ---------------------------------------------------------------------------------------------- mix, η, combination
 def test_norm_matching_mix_by_hand():
     a = rule.norm_matching_mix(t([1.0, 4.0, 9.0]))  # ni = 1, 2, 3; m̄ = 2
