@@ -60,6 +60,22 @@ def recipe(zoo, method="r2m", models=None, **extra) -> dict:
     return data
 
 
+def lora_only_recipe(zoo, adapter_model: str, **parameters):
+    """task_arithmetic with the adapter (weight 1, its head kept) and fs (weight 0): θ = θ0 + ΔW_lora.
+
+    Weights are rescaled to sum to N = 2, so the adapter's weight becomes 2 and λ = 0.5 adds its delta once.
+    """
+    return recipe(
+        zoo,
+        "task_arithmetic",
+        models=[
+            {"model": adapter_model, "name": "lora"},
+            {"model": str(zoo.specialists[0]), "parameters": {"weight": 0}},
+        ],
+        parameters={"lambda": 0.5, "head": "lora", **parameters},
+    )
+
+
 def load_model(folder):
     """Load a merged folder with transformers, asserting that every key matched."""
     from transformers import AutoModelForImageClassification
@@ -154,6 +170,25 @@ def build_case(request, zoo, tmp_path):
         return builder(zoo, tmp_path, **{name: request.getfixturevalue(name) for name in wanted})
 
     return build
+
+
+def write_imagefolder(root: Path, count: int = 12) -> Path:
+    """`count` images of 32×32 in test/{real,fake}/ (first half real; fakes are brighter) with a metadata.csv family
+    column (fs or fr for fakes)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    lines = ["file_name,family"]
+    for i in range(count):
+        label = "real" if i < count // 2 else "fake"
+        family = "real" if i < count // 2 else ("fs" if i % 2 else "fr")
+        (root / "test" / label).mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 120 if label == "real" else 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "test" / label / f"{i:02d}.png")
+        lines.append(f"{label}/{i:02d}.png,{family}")
+    (root / "test" / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
 
 
 def assert_nothing_written(output: Path) -> None:

@@ -215,19 +215,7 @@ def test_planner_refuses_an_adapter_without_a_head(zoo, lora, tmp_path: Path) ->
 
 def test_layout_of_an_unbuildable_config_is_one_error():
     """A config that passes the range checks but no model can be built from (an unknown activation)."""
-    from transformers import ViTConfig
-
-    from r2m_hf.planning import layout_for
-
-    config = ViTConfig(
-        hidden_size=32,
-        num_attention_heads=4,
-        num_hidden_layers=1,
-        intermediate_size=8,
-        image_size=16,
-        patch_size=8,
-        hidden_act="no-such-activation",
-    )
+    config = tiny_config(num_hidden_layers=1, hidden_act="no-such-activation")
     with pytest.raises(CheckpointError, match="does not describe a buildable model"):
         layout_for(config)
 

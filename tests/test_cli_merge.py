@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import assert_nothing_written, load_model, recipe, state, write_yaml
+from conftest import assert_nothing_written, load_model, lora_only_recipe, recipe, state, write_yaml
 from safetensors.torch import load_file
 
 import r2m_hf
@@ -252,22 +252,6 @@ def lora_delta(adapter: Path, module_key: str) -> torch.Tensor:
     assert rank == cfg["r"]
     scaling = cfg["lora_alpha"] / (rank**0.5 if cfg.get("use_rslora") else rank)
     return scaling * (b @ a)
-
-
-def lora_only_recipe(zoo, adapter_model: str, **parameters):
-    """task_arithmetic with the adapter (weight 1, its head kept) and fs (weight 0): θ = θ0 + ΔW_lora.
-
-    Weights are rescaled to sum to N = 2, so the adapter's weight becomes 2 and λ = 0.5 adds its delta once.
-    """
-    return recipe(
-        zoo,
-        "task_arithmetic",
-        models=[
-            {"model": adapter_model, "name": "lora"},
-            {"model": str(zoo.specialists[0]), "parameters": {"weight": 0}},
-        ],
-        parameters={"lambda": 0.5, "head": "lora", **parameters},
-    )
 
 
 def test_lora_adapter_merges_as_base_plus_scaled_ba(zoo, lora, base_state, tmp_path, cli):

@@ -12,8 +12,9 @@ from conftest import assert_nothing_written, write_yaml
 from safetensors.torch import load_file
 
 from r2m_hf import MergeConfig, merge
-from r2m_hf.deepfakebench import MODEL_CLASS_NOTE, DeepfakeBenchCLIPForImageClassification, materialize_dfb
-from tests.deepfakebench.reference import CLIPDetector, perturb, save_clip_base, save_malicious, variant_state
+from r2m_hf.deepfakebench import MODEL_CLASS_NOTE, materialize_dfb
+from tests.deepfakebench.helpers import logits_of_folder, save_specialists
+from tests.deepfakebench.reference import CLIPDetector, save_clip_base, save_malicious
 
 TOLERANCE = 1e-5
 
@@ -23,9 +24,7 @@ def dfb_root(tmp_path_factory):
     """A tiny CLIP base and three DeepfakeBench specialists fine-tuned from it (three file variants), with a cache."""
     root = tmp_path_factory.mktemp("dfb-cli")
     base = save_clip_base(root / "clip-base")
-    for seed, variant in zip((21, 22, 23), ("plain", "ddp", "df40")):
-        torch.manual_seed(seed)
-        torch.save(variant_state(perturb(CLIPDetector(base), seed).state_dict(), variant), root / f"spec{seed}.pth")
+    save_specialists(root, base, (21, 22, 23))
     return root
 
 
@@ -38,15 +37,6 @@ def dfb_cache(dfb_root, monkeypatch):
 @pytest.fixture(scope="module")
 def images():
     return torch.randn(3, 3, 28, 28, generator=torch.Generator().manual_seed(5))
-
-
-def logits_of(folder, images):
-    from transformers import AutoModelForImageClassification
-
-    model = AutoModelForImageClassification.from_pretrained(folder).eval()
-    assert isinstance(model, DeepfakeBenchCLIPForImageClassification)
-    with torch.no_grad():
-        return model(pixel_values=images).logits
 
 
 def dfb_recipe(root, **extra) -> dict:
@@ -86,8 +76,8 @@ def test_cli_merge_of_dfb_entries_matches_a_merge_of_the_converted_folders(dfb_r
     assert [m["source"]["reference"] for m in recorded["models"]] == [f"dfb:spec{s}.pth" for s in (21, 22, 23)]
     assert str(dfb_root) not in (out / "merge_config.yaml").read_text() + card  # no absolute local path recorded
 
-    merged = logits_of(out, images)
-    assert not any(torch.allclose(merged, logits_of(f, images), atol=1e-3) for f in folders)
+    merged = logits_of_folder(out, images)
+    assert not any(torch.allclose(merged, logits_of_folder(f, images), atol=1e-3) for f in folders)
 
     # export-dfb: a checkpoint DeepfakeBench's detector loads strictly, with the merged folder's logits
     result = cli("export-dfb", out, dfb_root / "merged.pth")
@@ -121,7 +111,7 @@ def test_convert_dfb_writes_a_folder_and_overwrites_only_its_own(dfb_root, cli, 
     detector = CLIPDetector(dfb_root / "clip-base")
     detector.load_state_dict(torch.load(dfb_root / "spec21.pth", weights_only=True), strict=True)
     with torch.no_grad():
-        assert float((detector.eval()(images) - logits_of(out, images)).abs().max()) <= TOLERANCE
+        assert float((detector.eval()(images) - logits_of_folder(out, images)).abs().max()) <= TOLERANCE
 
     result = cli(*args)
     assert result.code == 2 and "--overwrite" in result.err

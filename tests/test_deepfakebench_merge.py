@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from r2m_hf import CheckpointError, LabelError, MergeConfig, OutputError, merge
-from r2m_hf.deepfakebench import DeepfakeBenchCLIPForImageClassification, export_dfb, materialize_dfb
-from tests.deepfakebench.reference import CLIPDetector, EffortDetector, perturb, save_clip_base, variant_state
+from r2m_hf.deepfakebench import export_dfb, materialize_dfb
+from tests.deepfakebench.helpers import logits_of_folder, save_specialists
+from tests.deepfakebench.reference import CLIPDetector, EffortDetector, perturb, save_clip_base
 
 TOLERANCE = 1e-5
 
@@ -21,11 +22,7 @@ def setting(tmp_path_factory):
     """A tiny CLIP base and three specialists fine-tuned from it, saved as DeepfakeBench files in three variants."""
     root = tmp_path_factory.mktemp("dfb-merge")
     base = save_clip_base(root / "clip-base")
-    files = []
-    for seed, variant in zip((11, 12, 13), ("plain", "ddp", "df40")):
-        torch.manual_seed(seed)
-        files.append(root / f"spec{seed}.pth")
-        torch.save(variant_state(perturb(CLIPDetector(base), seed).state_dict(), variant), files[-1])
+    files = save_specialists(root, base, (11, 12, 13))
     folders = [materialize_dfb(f, backbone=base, cache_dir=root / "cache") for f in files]
     return root, base, folders
 
@@ -33,15 +30,6 @@ def setting(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images():
     return torch.randn(4, 3, 28, 28, generator=torch.Generator().manual_seed(9))
-
-
-def logits_of_folder(folder, images):
-    from transformers import AutoModelForImageClassification
-
-    model = AutoModelForImageClassification.from_pretrained(folder).eval()
-    assert isinstance(model, DeepfakeBenchCLIPForImageClassification)
-    with torch.no_grad():
-        return model(pixel_values=images).logits
 
 
 def logits_of_export(ckpt, base, images):

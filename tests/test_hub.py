@@ -12,6 +12,7 @@ from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
 
 from r2m_hf.errors import R2MError
 from r2m_hf.hub import HubError, PushResult, download_snapshot, files_to_push, push_folder
+from r2m_hf.zoo import TINY
 from tests.hub_server import HubServer
 
 pytest_plugins = ["tests.hub_fixtures"]
@@ -19,12 +20,7 @@ pytest_plugins = ["tests.hub_fixtures"]
 CONFIG = {
     "model_type": "vit",
     "architectures": ["ViTForImageClassification"],
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "image_size": 32,
-    "patch_size": 8,
+    **TINY,
     "id2label": {"0": "fake", "1": "real"},
     "label2id": {"fake": 0, "real": 1},
 }

@@ -14,7 +14,7 @@ from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 
 from r2m_hf.hub import push_folder
-from tests.conftest import write_yaml
+from tests.conftest import write_imagefolder, write_yaml
 from tests.hub_server import HubServer
 
 pytest_plugins = ["tests.hub_fixtures"]
@@ -167,21 +167,6 @@ def test_private_repo_without_token_is_one_clear_line(
     assert push.code == 2 and "needs a Hugging Face token" in push.err and "\n" not in push.err.strip()
 
 
-def _imagefolder(root: Path) -> Path:
-    """16 images of 32×32 in test/{real,fake}/ with a metadata.csv family column."""
-    rng = np.random.default_rng(0)
-    lines = ["file_name,family"]
-    for i in range(16):
-        label = "real" if i < 8 else "fake"
-        family = "real" if i < 8 else ("fs" if i % 2 else "fr")
-        (root / "test" / label).mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 120 if label == "real" else 255, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(root / "test" / label / f"{i:02d}.png")
-        lines.append(f"{label}/{i:02d}.png,{family}")
-    (root / "test" / "metadata.csv").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def test_evaluation_section_gives_eval_results_and_a_model_index(
     cli, zoo, hub_server: HubServer, hub_token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,7 +174,7 @@ def test_evaluation_section_gives_eval_results_and_a_model_index(
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     monkeypatch.setenv("HF_TOKEN", hub_token)
-    data = _imagefolder(tmp_path / "data")
+    data = write_imagefolder(tmp_path / "data", 16)
     config = _local_recipe(zoo, tmp_path, evaluation={"dataset": str(data), "split": "test", "batch_size": 8})
     out = tmp_path / "out"
 

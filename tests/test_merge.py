@@ -7,32 +7,15 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 from huggingface_hub import ModelCard
-from PIL import Image
 
 from r2m_hf.merge import merge, plan_merge
 from r2m_hf.recipe import EVAL_FILE, MergeReport, Recipe
-from tests.conftest import write_yaml
+from tests.conftest import write_imagefolder, write_yaml
 from tests.hub_server import HubServer
 
 pytest_plugins = ["tests.hub_fixtures"]
-
-
-def _imagefolder(root: Path) -> Path:
-    """12 images of 32×32 in test/{real,fake}/ with a family column (fakes are brighter)."""
-    rng = np.random.default_rng(0)
-    lines = ["file_name,family"]
-    for i in range(12):
-        label = "real" if i < 6 else "fake"
-        family = "real" if i < 6 else ("fs" if i % 2 else "fr")
-        (root / "test" / label).mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 120 if label == "real" else 255, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(root / "test" / label / f"{i:02d}.png")
-        lines.append(f"{label}/{i:02d}.png,{family}")
-    (root / "test" / "metadata.csv").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def _recipe(zoo, tmp_path: Path, **extra) -> Path:
@@ -68,7 +51,7 @@ def datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_merge_runs_the_evaluation_section_and_writes_the_card_once(
     zoo, tmp_path: Path, card_writes, datasets_cache
 ) -> None:
-    data = _imagefolder(tmp_path / "data")
+    data = write_imagefolder(tmp_path / "data", 12)
     config = _recipe(zoo, tmp_path, evaluation={"dataset": str(data), "split": "test", "batch_size": 4})
 
     result = merge(config, tmp_path / "out", progress=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from bad_input import Case, case_ids, check_api_error, check_cli_error, recipe
-from conftest import write_yaml
+from conftest import lora_only_recipe, write_yaml
 from safetensors.torch import load_file
 
 from r2m_hf.config import SourceSpec
@@ -83,20 +83,8 @@ def test_sha256_file_streams_the_whole_file(tmp_path):
 
 def test_base_plus_adapter_syntax(zoo, lora, tmp_path, cli):
     """``backbone+lora5`` (relative to the YAML's folder) merges as the adapter over its own base."""
-
-    def lora_only(adapter_model: str) -> dict:
-        return recipe(
-            zoo,
-            "task_arithmetic",
-            models=[
-                {"model": adapter_model, "name": "lora"},
-                {"model": str(zoo.specialists[0]), "parameters": {"weight": 0}},
-            ],
-            parameters={"lambda": 0.5, "head": "lora"},
-        )
-
-    rel = write_yaml(zoo.root / "plus.yaml", lora_only("backbone+lora5"))
-    plain = write_yaml(tmp_path / "plain.yaml", lora_only(str(lora.v5)))
+    rel = write_yaml(zoo.root / "plus.yaml", lora_only_recipe(zoo, "backbone+lora5"))
+    plain = write_yaml(tmp_path / "plain.yaml", lora_only_recipe(zoo, str(lora.v5)))
     dry = cli("merge", rel, tmp_path / "dry", "--dry-run")
     assert dry.code == 0, dry.err
     assert "[lora, adapter over " in dry.out

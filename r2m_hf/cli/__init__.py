@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``r2m-hf ARGV``; returns the exit code (0, 2 for user errors and failed checks, 130 on Ctrl-C)."""
     args = build_parser().parse_args(argv)
+    # OpenMP's spinning worker threads cost 4-13x on a busy machine (measured); torch reads this when it loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     if not args.debug:
         _quiet_libraries()

@@ -57,8 +57,8 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_markdown(self) -> str:
-        """A model-card section: the threshold, how it was chosen, and what it means."""
+    def card_rows(self) -> list[tuple[str, str]]:
+        """The threshold's table as (name, value) rows: its value, how it was chosen and what it achieved there."""
         data = f"{self.dataset} ({self.split})" if self.dataset and self.split else self.dataset or "unnamed data"
         how = f"target false-positive rate {self.target_fpr:.1%}" if self.method == "target-fpr" else self.method
         rows = [
@@ -73,7 +73,11 @@ class Calibration:
             rows.append(("Accuracy there", f"{self.accuracy:.1%}"))
         if self.n_unscored:
             rows.append(("Images left out (no face or unreadable)", str(self.n_unscored)))
-        table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+        return rows
+
+    def to_markdown(self) -> str:
+        """A model-card section: the threshold, how it was chosen, and what it means."""
+        table = "\n".join(f"| {name} | {value} |" for name, value in self.card_rows())
         return f"## Decision threshold\n\n{self.statement}\n\n| | |\n|---|---|\n{table}\n"
 
     @classmethod

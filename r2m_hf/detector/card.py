@@ -32,21 +32,7 @@ def threshold_markdown(calibration: Calibration) -> str:
     from ..card_evaluation import md_text
 
     c = calibration
-    data = f"{c.dataset} ({c.split})" if c.dataset and c.split else c.dataset or "unnamed data"
-    how = f"target false-positive rate {c.target_fpr:.1%}" if c.method == "target-fpr" else c.method
-    rows = [
-        ("Threshold (fake when P(fake) ≥ it)", f"{c.value:.4g}"),
-        ("Chosen by", how),
-        ("Calibration data", f"{data}: {c.n_real} real, {c.n_fake} fake images"),
-        ("False-positive rate there", f"{c.achieved_fpr:.1%}"),
-    ]
-    if c.achieved_tpr is not None:
-        rows.append(("True-positive rate there", f"{c.achieved_tpr:.1%}"))
-    if c.accuracy is not None:
-        rows.append(("Accuracy there", f"{c.accuracy:.1%}"))
-    if c.n_unscored:
-        rows.append(("Images left out (no face or unreadable)", str(c.n_unscored)))
-    table = "\n".join(f"| {md_text(name)} | {md_text(value)} |" for name, value in rows)
+    table = "\n".join(f"| {md_text(name)} | {md_text(value)} |" for name, value in c.card_rows())
     usage = (
         "`r2m-hf predict`, `r2m-hf app` and `Detector.from_pretrained` use this threshold unless given another; "
         "it is stored under `r2m_hf.threshold` in `config.json`."
