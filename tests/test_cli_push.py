@@ -44,3 +44,30 @@ def test_pushing_a_folder_that_is_not_a_merge_is_one_error_line(tmp_path, cli):
         result.err
         == f"r2m-hf: error: {tmp_path}: not a merged model folder (no config.json); run `r2m-hf merge` first\n"
     )
+
+
+def test_push_with_space_creates_the_space_after_the_push(monkeypatch, cli, tmp_path):
+    import r2m_hf.detector.space as space_module
+
+    calls = []
+    monkeypatch.setattr(r2m_hf, "push", lambda folder, repo_id, **kw: SimpleNamespace(commit_url="u", pr_url=None))
+
+    def create_space(model_repo, space_repo, **kwargs):
+        calls.append((model_repo, space_repo, kwargs))
+        return SimpleNamespace(space_repo=space_repo, url=f"https://hub/spaces/{space_repo}", notes=["a note"])
+
+    monkeypatch.setattr(space_module, "create_space", create_space)
+    result = cli("push", tmp_path, "org/merged", "--space", "org/merged-app", "--private")
+    assert result.code == 0, result.err
+    assert calls == [("org/merged", "org/merged-app", {"private": True})]
+    assert result.out.splitlines() == [
+        "pushed to u",
+        "Space org/merged-app: https://hub/spaces/org/merged-app",
+        "note: a note",
+    ]
+
+
+def test_merge_space_needs_push_to_hub(cli, tmp_path):
+    result = cli("merge", tmp_path / "missing.yaml", tmp_path / "out", "--space", "org/app")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == "r2m-hf: error: --space needs --push-to-hub: the Space loads the pushed model by its repo id\n"

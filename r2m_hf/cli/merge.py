@@ -48,12 +48,26 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if absent)")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--space", metavar="ORG/NAME", help="after the push, create a Gradio Space serving the model")
+
+
+def _create_space(model_repo: str, args: argparse.Namespace) -> None:
+    """``--space``: a Gradio Space that loads the pushed model by id (see ``r2m-hf space``)."""
+    from ..detector.space import create_space
+
+    space = create_space(model_repo, args.space, private=args.private)
+    print(f"Space {space.space_repo}: {space.url}")
+    for note in space.notes:
+        print(f"note: {note}")
 
 
 def run_merge(args: argparse.Namespace) -> int:
     """``r2m-hf merge``: the plan with ``--dry-run``, else the whole merge through ``r2m_hf.merge``."""
     from .. import merge, plan_merge
+    from ..errors import ConfigError
 
+    if args.space and not args.push_to_hub:
+        raise ConfigError("--space needs --push-to-hub: the Space loads the pushed model by its repo id")
     if args.dry_run:
         plan = plan_merge(args.config, allow_pickle=args.allow_pickle)
         print(plan.describe())
@@ -76,6 +90,8 @@ def run_merge(args: argparse.Namespace) -> int:
     if not result.is_main_process:  # a multi-process merge: rank 0 reports
         return 0
     print_merge_summary(result)
+    if args.space and result.pushed is not None:
+        _create_space(args.push_to_hub, args)
     return 0
 
 
@@ -102,4 +118,6 @@ def run_push(args: argparse.Namespace) -> int:
 
     pushed = push(args.output_dir, args.repo_id, private=args.private, revision=args.revision, create_pr=args.create_pr)
     print(f"pushed to {pushed.pr_url or pushed.commit_url}")
+    if args.space:
+        _create_space(args.repo_id, args)
     return 0
