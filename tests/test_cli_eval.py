@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import recipe, write_yaml
+from conftest import recipe, write_imagefolder, write_yaml
 from PIL import Image
 
 from r2m_hf.evaluation import evaluate_model
@@ -16,18 +16,7 @@ from r2m_hf.evaluation import evaluate_model
 @pytest.fixture(scope="module")
 def imagefolder(tmp_path_factory):
     """test/{real,fake}/ (32×32 PNGs) with a metadata.csv giving two forgery families, fs and fr."""
-    root = tmp_path_factory.mktemp("imagefolder")
-    rng = np.random.default_rng(0)
-    lines = ["file_name,family"]
-    for i in range(12):
-        label = "real" if i < 6 else "fake"
-        family = "real" if i < 6 else ("fs" if i % 2 else "fr")
-        (root / "test" / label).mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 120 if label == "real" else 255, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(root / "test" / label / f"{i:02d}.png")
-        lines.append(f"{label}/{i:02d}.png,{family}")
-    (root / "test" / "metadata.csv").write_text("\n".join(lines) + "\n")
-    return root
+    return write_imagefolder(tmp_path_factory.mktemp("imagefolder"))
 
 
 @pytest.fixture(autouse=True)

@@ -56,6 +56,21 @@ def register(subparsers) -> None:
     add_debug(compare)
 
 
+def _split_options(args: argparse.Namespace) -> dict:
+    """The options `tune` and `compare` share: the output folder, the split and its columns, batching and device."""
+    return {
+        "output_dir": args.output,
+        "split": args.split,
+        "label_column": args.label_column,
+        "family_column": args.family_column,
+        "video_column": args.video_column,
+        "max_samples": args.max_samples,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "progress": show_progress(args),
+    }
+
+
 def run_tune(args: argparse.Namespace) -> int:
     """``r2m-hf tune``: ``r2m_hf.tune``, then the best trial per method and the files written."""
     from ..tuning import tune
@@ -63,20 +78,13 @@ def run_tune(args: argparse.Namespace) -> int:
     result = tune(
         args.config,
         args.dataset,
-        output_dir=args.output,
-        split=args.split,
+        **_split_options(args),
         methods=args.methods.split(",") if args.methods else None,
         trials=args.trials,
         metric=args.metric,
         storage=args.storage,
         study_name=args.study,
         seed=args.seed,
-        label_column=args.label_column,
-        family_column=args.family_column,
-        video_column=args.video_column,
-        max_samples=args.max_samples,
-        batch_size=args.batch_size,
-        device=args.device,
         prune=not args.no_pruning,
         allow_pickle=args.allow_pickle,
         i_know_this_is_test=args.i_know_this_is_test,
@@ -84,7 +92,6 @@ def run_tune(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         push_to_hub=args.push_to_hub,
         private=args.private,
-        progress=show_progress(args),
     )
     timing = result.timing()
     print(f"{len(result.trials)} trials on {result.dataset} [{result.split}], study {result.study_name}")
@@ -109,16 +116,8 @@ def run_compare(args: argparse.Namespace) -> int:
     result = compare(
         args.models,
         args.dataset,
-        output_dir=args.output,
-        split=args.split,
-        label_column=args.label_column,
-        family_column=args.family_column,
-        video_column=args.video_column,
+        **_split_options(args),
         names=args.names.split(",") if args.names else None,
-        batch_size=args.batch_size,
-        device=args.device,
-        max_samples=args.max_samples,
-        progress=show_progress(args),
     )
     print(result.markdown)
     print(f"written to {args.output}: " + ", ".join(p.name for p in result.files.values()))
