@@ -131,3 +131,13 @@ def test_a_closed_pipe_is_a_quiet_exit():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_bench_draws_no_progress_bars_off_a_terminal(monkeypatch, cli):
+    """The benchmark's own bars follow the same rule as every verb: only on a terminal."""
+    import r2m_hf.bench.__main__ as bench_main
+
+    seen = []
+    monkeypatch.setattr(bench_main, "run_from_args", lambda args: seen.append(args.no_progress) or 0)
+    result = cli("bench", "--output", "unused")
+    assert (result.code, seen) == (0, [True])

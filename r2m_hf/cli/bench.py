@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_debug, add_verb
+from ._common import add_debug, add_verb, show_progress
 
 
 def register(subparsers) -> None:
@@ -29,4 +29,5 @@ def run_bench(args: argparse.Namespace) -> int:
     """``r2m-hf bench``: the benchmark package's own runner."""
     from ..bench.__main__ import run_from_args
 
+    args.no_progress = not show_progress(args)  # bars only on a terminal, as every verb
     return run_from_args(args)
