@@ -121,18 +121,25 @@ class SafetensorsFile:
         return list(self.entries)
 
     def get(self, key: str) -> torch.Tensor:
-        dtype, shape, begin, end = self.entries[key]
-        buffer = bytearray(end - begin)
-        view = memoryview(buffer)
+        dtype, shape, _, _ = self.entries[key]
+        tensor = torch.empty(shape, dtype=dtype)  # read into directly: no zero-filled buffer, no copy
+        self.read_into(key, tensor)
+        return tensor
+
+    def read_into(self, key: str, out: torch.Tensor) -> None:
+        """Read tensor `key` straight into `out` (contiguous, same dtype and size): no buffer, no copy."""
+        _, _, begin, end = self.entries[key]
+        if not out.is_contiguous() or out.device.type != "cpu":
+            raise ValueError(f"tensor {key}: read_into needs a contiguous CPU tensor")
+        view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+        if len(view) != end - begin:
+            raise ValueError(f"tensor {key}: {end - begin} bytes do not fit a buffer of {len(view)}")
         done = 0
-        while done < len(buffer):
+        while done < len(view):
             chunk = os.preadv(self._fd, [view[done:]], self.data_start + begin + done)  # an OSError: see TensorFiles
             if chunk <= 0:
                 raise self._broken(f"tensor {key} ends early")
             done += chunk
-        if not buffer:
-            return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -244,6 +251,19 @@ class TensorFiles:
                 f"{what} is a floating-point parameter; this checkpoint is not a model of that architecture"
             )
 
+    def read_into(self, key: str, out: torch.Tensor) -> None:
+        """Read one tensor into `out` (contiguous, the stored shape): straight from the file when the dtypes match,
+        else converted; checked like :meth:`get`."""
+        if self._pickled is not None or self.dtype(key) != out.dtype:
+            out.copy_(self.get(key).reshape(out.shape))
+            return
+        file = self.key_to_file[key]
+        try:
+            self._open(file).read_into(key, out)
+        except OSError as exc:
+            raise CheckpointError(f"{file}: tensor {key} cannot be read ({exc}); re-download the file") from None
+        self._check_finite(key, out)
+
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor; a damaged file or a NaN/Inf value is a `CheckpointError` naming file and key."""
         if self._pickled is not None:
@@ -254,15 +274,19 @@ class TensorFiles:
                 tensor = self._open(file).get(key)
             except OSError as exc:
                 raise CheckpointError(f"{file}: tensor {key} cannot be read ({exc}); re-download the file") from None
+        self._check_finite(key, tensor)
+        return tensor
+
+    def _check_finite(self, key: str, tensor: torch.Tensor) -> None:
+        """A `CheckpointError` for NaN/Inf values, checked once per key (multi-pass merges re-read tensors)."""
         # One reduction finds NaN/Inf without allocating a mask; the exact check confirms (a sum may overflow).
         if key in self._verified or not tensor.is_floating_point():
-            return tensor
+            return
         self._verified.add(key)
         if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(
                 f"{self.key_to_file[key]}: tensor {key} contains NaN or Inf values; this checkpoint is broken"
             )
-        return tensor
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -302,6 +326,9 @@ class Checkpoint:
 
     def get(self, name: str) -> torch.Tensor:
         return self.files.get(self.names[name])
+
+    def read_into(self, name: str, out: torch.Tensor) -> None:
+        self.files.read_into(self.names[name], out)
 
     def check_covers(self, names: Iterable[str], layout: ModelLayout, what: str) -> None:
         """Every name present with the layout's shape, else a `CheckpointError` naming the first bad tensor."""

@@ -9,9 +9,11 @@ a float64 copy of a whole tensor.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 SvdMethod = Literal["exact", "randomized"]
 
@@ -24,6 +26,8 @@ GRAM_CHUNK = 65536
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     """Return float64 for float64 inputs and float32 for everything else (fp16/bf16 are promoted)."""
+    import torch
+
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
@@ -37,6 +41,8 @@ def rank_from_ratio(shape: tuple[int, ...] | torch.Size, ratio: float) -> int:
 
 def rank_from_energy(singular_values: torch.Tensor, energy: float) -> int:
     """Return the smallest r whose top singular values hold a fraction `energy` of Σσ² (at least 1)."""
+    import torch
+
     sq = singular_values.double() ** 2
     total = sq.sum()
     if total <= 0:
@@ -56,6 +62,8 @@ def gram(rows: torch.Tensor, *, chunk: int = GRAM_CHUNK) -> torch.Tensor:
     Returns:
         `torch.Tensor`: the N × N float64 matrix of inner products ⟨ri, rj⟩.
     """
+    import torch
+
     out = torch.zeros(rows.shape[0], rows.shape[0], dtype=torch.float64, device=rows.device)
     for part in rows.split(chunk, dim=1):
         part = part.double()
@@ -65,6 +73,8 @@ def gram(rows: torch.Tensor, *, chunk: int = GRAM_CHUNK) -> torch.Tensor:
 
 def svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD `A = U diag(S) Vh` (batched over leading dimensions), in the tall orientation and at least float32."""
+    import torch
+
     a = matrix.to(compute_dtype(matrix))
     if a.shape[-2] < a.shape[-1]:
         u, s, vh = torch.linalg.svd(a.mT, full_matrices=False)
@@ -92,6 +102,8 @@ def randomized_svd(
     Returns:
         `(U, S, Vh)` with U: … × m × rank, S: … × rank, Vh: … × rank × n.
     """
+    import torch
+
     a = matrix.to(compute_dtype(matrix))
     transposed = a.shape[-2] < a.shape[-1]
     if transposed:
@@ -107,7 +119,7 @@ def randomized_svd(
         for _ in range(power_iterations):
             z, _ = torch.linalg.qr(a.mT @ q)
             q, _ = torch.linalg.qr(a @ z)
-        ub, s, vh = torch.linalg.svd(q.mT @ a, full_matrices=False)
+        ub, s, vh = svd(q.mT @ a)  # k × n, wide: decomposed in its tall orientation, several times faster
         u = q @ ub
     u, s, vh = u[..., :rank], s[..., :rank], vh[..., :rank, :]
     if transposed:
@@ -139,6 +151,8 @@ def low_rank_approximation(
     seed: int = 0,
 ) -> torch.Tensor:
     """Best rank-`rank` approximation SVD_r(A) (Eckart–Young), returned in `matrix`'s dtype."""
+    import torch
+
     if rank <= 0:
         return torch.zeros_like(matrix)
     if rank >= min(matrix.shape):
@@ -155,6 +169,8 @@ def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
 
 def top_eigenvectors(symmetric: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (descending) and the top-`k` eigenvectors (as columns) of a symmetric matrix, in float64."""
+    import torch
+
     evals, evecs = torch.linalg.eigh(symmetric.double())
     order = torch.argsort(evals, descending=True)
     evals, evecs = evals[order], evecs[:, order]

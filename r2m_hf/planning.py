@@ -87,6 +87,13 @@ class Specialist:
         delta = self.adapter.bias_delta(name, dtype) if name.endswith("bias") else self.adapter.delta(name, dtype)
         return own if delta is None else own + delta
 
+    def read_into(self, name: str, base: torch.Tensor | None, out: torch.Tensor) -> None:
+        """θi for one backbone tensor, written into `out` (read straight from the file for full weights)."""
+        if self.checkpoint is not None:
+            self.checkpoint.read_into(name, out)
+        else:
+            out.copy_(self.tensor(name, base, out.dtype))
+
     def _head_key(self, name: str | None):
         """(reader, key) of a head tensor, or None when this specialist has none."""
         if name is None:
@@ -154,13 +161,13 @@ class MergePlan:
     def memory_estimate(self) -> int:
         """Peak bytes of tensor data the merge holds at once.
 
-        The engine streams one tensor at a time and holds N+1 copies of it (base and specialists) plus working
-        copies: (2N + 4) × the largest tensor. The method adds what it keeps across tensors
-        (:meth:`~r2m_hf.methods.base.MergeMethod.extra_memory_bytes`).
+        The engine streams one tensor at a time and holds N+1 copies of it (base and specialists), the N+1 copies of
+        the next tensor being read meanwhile, plus working copies: (3N + 5) × the largest tensor. The method adds
+        what it keeps across tensors (:meth:`~r2m_hf.methods.base.MergeMethod.extra_memory_bytes`).
         """
         item = torch.empty((), dtype=self.compute_dtype).element_size()
         largest = max(math.prod(s) for s in self.layout.shapes.values())
-        engine = (2 * len(self.specialists) + 4) * largest * item
+        engine = (3 * len(self.specialists) + 5) * largest * item
         backbone = self.layout.backbone_names
         shapes = {name: tuple(self.layout.shapes[name]) for name in backbone}
         groups = {name: self.layout.groups[name] for name in backbone}

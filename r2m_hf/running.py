@@ -77,21 +77,46 @@ def resolve_device(device: str = "cpu") -> torch.device:
 
 
 def iter_slots(plan: MergePlan, names: list[str], device: torch.device, desc: str, progress: bool):
-    """Read the tensors of `names` one at a time (base + every specialist) as method slots."""
+    """Read the tensors of `names` one at a time (base + every specialist) as method slots.
+
+    The next tensor is read in a background thread while the caller works on the current one (file reads release
+    the GIL), so reading overlaps the method's math; errors still surface in order, at the tensor they concern.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     dtype = plan.compute_dtype
+    shapes = plan.layout.shapes
     order = {name: i for i, name in enumerate(plan.layout.backbone_names)}
-    for name in tqdm(names, desc=desc, unit="tensor", disable=not progress, leave=False):
-        base = plan.base.get(name).to(dtype) if plan.base is not None else None
-        models = torch.stack([s.tensor(name, base, dtype) for s in plan.specialists])
-        yield TensorSlot(
-            name=name,
-            group=plan.layout.groups[name],
-            base=None if base is None else base.to(device),
-            models=models.to(device),
-            index=order[name],
-        )
+
+    def read(name: str) -> tuple[torch.Tensor | None, torch.Tensor]:
+        base = None
+        if plan.base is not None:
+            base = torch.empty(shapes[name], dtype=dtype)
+            plan.base.read_into(name, base)
+        # each specialist's tensor is read straight into its row of the stack (no per-model buffer, no stack copy)
+        models = torch.empty((len(plan.specialists), *shapes[name]), dtype=dtype)
+        for row, specialist in zip(models, plan.specialists, strict=True):
+            specialist.read_into(name, base, row)
+        return base, models
+
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2m-read") as pool,
+        tqdm(total=len(names), desc=desc, unit="tensor", disable=not progress, leave=False) as bar,
+    ):
+        ahead = pool.submit(read, names[0]) if names else None
+        for i, name in enumerate(names):
+            base, models = ahead.result()
+            ahead = pool.submit(read, names[i + 1]) if i + 1 < len(names) else None
+            yield TensorSlot(
+                name=name,
+                group=plan.layout.groups[name],
+                base=None if base is None else base.to(device),
+                models=models.to(device),
+                index=order[name],
+            )
+            bar.update()
 
 
 def run_merge(

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,18 +205,72 @@ def resolve_source(spec: SourceSpec, *, base_dir: Path | None = None, allow_pick
     return ResolvedSource(spec=spec, path=Path(path), repo_id=ref, commit=commit, base_dir=base_dir)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, streamed; for a Hub-cache file stored through LFS, the blob name already is its SHA-256."""
+# A file hashed once is not hashed again while it stays the same file with the same contents: its SHA-256 is kept
+# under ``<cache_root>/hashes`` keyed by what any change to it changes (device, inode, size, modification and change
+# times in ns; the change time cannot be set back by a user). An entry is stored only for a file last changed well
+# before the hash began (a later write then gets a later time) and unchanged while it was read.
+HASH_CACHE_SETTLED_NS = 2_000_000_000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _hash_cache_entry(path: Path, st: os.stat_result) -> tuple[Path, str] | None:
+    """The cache file and key of `path` as `st` describes it, or None when there is no cache folder to use."""
+    from .layout_cache import cache_root
+
+    try:
+        key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{real(path)}"
+        name = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return cache_root() / "hashes" / f"{name}.json", key
+    except (OSError, RuntimeError, ValueError):  # no home folder, an unresolvable path
+        return None
+
+
+def _cached_sha256(entry: tuple[Path, str] | None) -> str | None:
+    if entry is None:
+        return None
+    try:
+        data = json.loads(entry[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeError):
+        return None
+    if isinstance(data, dict) and data.get("key") == entry[1] and _SHA256.fullmatch(str(data.get("sha256", ""))):
+        return data["sha256"]
+    return None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22, *, cache: bool = True) -> str:
+    """SHA-256 of a file, streamed; for a Hub-cache file stored through LFS, the blob name already is its SHA-256.
+
+    With `cache`, a file hashed by an earlier run and unchanged since (same device, inode, size, modification and
+    change times) is not read again: its hash comes from ``<cache_root>/hashes`` (:mod:`r2m_hf.layout_cache`).
+    """
     path = Path(path)
     try:
         if path.is_symlink():
             blob = Path(os.readlink(path)).name
-            if re.fullmatch(r"[0-9a-f]{64}", blob) and path.resolve().parent.name == "blobs":
+            if _SHA256.fullmatch(blob) and path.resolve().parent.name == "blobs":
                 return blob
+        started = time.time_ns()
+        before = os.stat(path)
+        entry = _hash_cache_entry(path, before) if cache else None
+        known = _cached_sha256(entry)
+        if known is not None:
+            return known
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
             while block := fh.read(chunk):
                 digest.update(block)
+        after = os.stat(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot be read to hash it ({exc.strerror or exc})") from None
+    settled = max(before.st_mtime_ns, before.st_ctime_ns) < started - HASH_CACHE_SETTLED_NS
+    unchanged = (before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+        after.st_ino,
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    )
+    if entry is not None and settled and unchanged:
+        from .layout_cache import write_json_atomic
+
+        write_json_atomic(entry[0], {"key": entry[1], "sha256": digest.hexdigest()})
     return digest.hexdigest()

@@ -227,3 +227,20 @@ def test_integer_or_bool_tensors_in_floating_positions_are_refused(zoo, tmp_path
     with pytest.raises(CheckpointError, match=f"is stored as {str(dtype).removeprefix('torch.')}") as info:
         plan_merge(write_yaml(tmp_path / "m.yaml", recipe(zoo, models=models)))
     assert key in str(info.value) and "floating-point parameter" in str(info.value)
+
+
+def test_read_into_fills_a_stack_row_in_place_and_converts_other_dtypes(tmp_path):
+    """The engine reads each specialist straight into its row of the stack; a stored dtype other than the compute
+    dtype is converted, a buffer that is not one contiguous block is refused (a copy would be filled instead)."""
+    from r2m_hf.checkpoint import TensorFiles
+
+    weight = torch.randn(4, 6)
+    save_file({"w": weight, "h": weight.half()}, str(tmp_path / "model.safetensors"))
+    files = TensorFiles(tmp_path)
+    stack = torch.zeros(3, 4, 6)
+    files.read_into("w", stack[1])
+    files.read_into("h", stack[2])
+    assert torch.equal(stack[1], weight) and torch.equal(stack[2], weight.half().float())
+    assert not stack[0].any()
+    with pytest.raises(ValueError, match="contiguous"):
+        SafetensorsFile(tmp_path / "model.safetensors").read_into("w", torch.empty(6, 4).mT)

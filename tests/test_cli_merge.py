@@ -350,4 +350,5 @@ def test_python_dash_m_merges_in_a_subprocess(zoo, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "merged 3 specialists with average" in proc.stdout
+    assert "diagnostics in merge_report.json" in proc.stdout  # flushed before the process ends itself (cli.entry)
     assert (tmp_path / "out" / "model.safetensors").is_file()

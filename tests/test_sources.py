@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 
 import pytest
 import torch
@@ -79,6 +81,29 @@ def test_sha256_file_streams_the_whole_file(tmp_path):
     data = bytes(range(256)) * 5000
     (tmp_path / "f.bin").write_bytes(data)
     assert sha256_file(tmp_path / "f.bin", chunk=1000) == hashlib.sha256(data).hexdigest()
+
+
+def test_sha256_file_reuses_the_hash_of_an_unchanged_file_only(tmp_path, monkeypatch):
+    """A settled file's hash is cached by device, inode, size and times; any change to the file is a new key."""
+    from r2m_hf import sources
+
+    monkeypatch.setenv("R2M_HF_CACHE", str(tmp_path / "cache"))
+    file = tmp_path / "f.bin"
+    file.write_bytes(b"first")
+    assert sha256_file(file) == hashlib.sha256(b"first").hexdigest()
+    assert not (tmp_path / "cache" / "hashes").exists()  # just written: not settled, never stored
+    monkeypatch.setattr(sources, "HASH_CACHE_SETTLED_NS", -(10**12))  # every file counts as settled
+    assert sha256_file(file) == hashlib.sha256(b"first").hexdigest()
+    (entry,) = (tmp_path / "cache" / "hashes").iterdir()
+    record = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**record, "sha256": "0" * 64}))
+    assert sha256_file(file) == "0" * 64  # the cached value is what is returned: the file is not read again
+    assert sha256_file(file, cache=False) == hashlib.sha256(b"first").hexdigest()
+    file.write_bytes(b"other")  # new size, times: another key
+    assert sha256_file(file) == hashlib.sha256(b"other").hexdigest()
+    entry.write_text("{broken")
+    os.utime(file, ns=(0, 0))  # times set back: the change time still moved, so still a new key
+    assert sha256_file(file) == hashlib.sha256(b"other").hexdigest()
 
 
 def test_base_plus_adapter_syntax(zoo, lora, tmp_path, cli):

@@ -58,6 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``r2m-hf ARGV``; returns the exit code (0, 2 for user errors and failed checks, 130 on Ctrl-C)."""
+    return _run(argv)
+
+
+def entry() -> None:
+    """The ``r2m-hf`` command and ``python -m r2m_hf``: :func:`main` on ``sys.argv``, then the process ends.
+
+    A verb that loaded torch ends the process itself: the atexit handlers run and the output is flushed, but the
+    interpreter's teardown of torch and transformers (about 0.5 s, measured) is skipped. Code that calls `main`
+    keeps its process.
+    """
+    code = main()
+    if "torch" in sys.modules:
+        _exit_now(code)
+    sys.exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """End the process with `code` after the atexit handlers and a flush, unless a non-daemon thread still runs
+    (then return, and the interpreter's normal exit waits for it)."""
+    import atexit
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()  # logging's flush, temporary folders' finalizers, multiprocessing's joins, coverage
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken stream: nothing more can be said on it
+        pass
+    os._exit(code if isinstance(code, int) else int(code is not None))
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # OpenMP's spinning worker threads cost 4-13x on a busy machine (measured); torch reads this when it loads
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
