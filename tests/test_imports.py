@@ -170,10 +170,15 @@ def test_every_module_imports_in_a_fresh_interpreter():
         "import r2m_hf; r2m_hf.ConfigError; r2m_hf.__version__",
         "from r2m_hf.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
         "from r2m_hf.cli import main\ntry:\n    main(['merge', '--help'])\nexcept SystemExit:\n    pass",
+        "from r2m_hf.cli import main\ntry:\n    main(['check-specialist', '--help'])\nexcept SystemExit:\n    pass",
+        "from r2m_hf.cli import main\nassert main(['methods']) == 0 and main(['methods', '--markdown']) == 0",
+        "from r2m_hf.methods.registry import get_method\nget_method('r2m').sensitivity_sweeps()\nget_method('r2m').rule()",
     ],
-    ids=["import", "help", "merge-help"],
+    ids=["import", "help", "merge-help", "check-specialist-help", "methods", "method-metadata"],
 )
 def test_the_package_and_the_cli_parser_do_not_import_torch(code):
+    """Verbs that only parse or list (``--help``, ``methods``) start at once: torch's import alone takes seconds.
+    Method modules import torch inside the functions that compute (annotations name it under TYPE_CHECKING)."""
     proc = _run(code + "\nimport sys\nprint(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -4,6 +4,7 @@ several detectors side by side on one split. Both call the public API and print 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ._common import add_debug, add_progress, add_verb, show_progress
@@ -29,7 +30,12 @@ def register(subparsers) -> None:
     tune.add_argument("--video-column", default=None)
     tune.add_argument("--max-samples", type=int, default=None, help="tune on a seeded random subset of N rows")
     tune.add_argument("--batch-size", type=int, default=32)
-    tune.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where merging and scoring run")
+    tune.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda or cuda:N: where merging and scoring run (under accelerate launch / torchrun, cuda is each "
+        "process's own GPU: one trial's scoring is split across them)",
+    )
     tune.add_argument("--no-pruning", action="store_true", help="score every trial on the whole split")
     tune.add_argument("--allow-pickle", action="store_true", help="accept pickle (*.bin) checkpoints")
     tune.add_argument("--i-know-this-is-test", action="store_true", help="allow a split named like test")
@@ -93,6 +99,8 @@ def run_tune(args: argparse.Namespace) -> int:
         push_to_hub=args.push_to_hub,
         private=args.private,
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # another rank of `accelerate launch` / `torchrun`: rank 0 reports
+        return 0
     timing = result.timing()
     print(f"{len(result.trials)} trials on {result.dataset} [{result.split}], study {result.study_name}")
     for best in result.best_per_method.values():

@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import ConfigDict, Field
 
 from .base import MethodParameters, TensorSlot, mean_task_vector
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ScaledParameters(MethodParameters):
@@ -89,6 +91,8 @@ def magnitude_trim(stack: torch.Tensor, density: float) -> torch.Tensor:
     Returns:
         `torch.Tensor`: the trimmed stack (dropped entries are 0).
     """
+    import torch
+
     flat = stack.reshape(stack.shape[0], -1)
     k = int(density * flat.shape[1])
     if k >= flat.shape[1]:
@@ -108,6 +112,8 @@ def elect_sign(stack: torch.Tensor) -> torch.Tensor:
     Returns:
         `torch.Tensor`: boolean mask, N × shape; zero entries never agree.
     """
+    import torch
+
     elected = torch.where(stack.sum(dim=0) >= 0, 1.0, -1.0).to(stack.dtype)
     return stack.sign() == elected
 
@@ -152,6 +158,8 @@ def dare_drop(stack: torch.Tensor, density: float, seed: int, name: str) -> torc
     Returns:
         `torch.Tensor`: the dropped and rescaled stack.
     """
+    import torch
+
     if density >= 1:
         return stack
     dropped = torch.empty_like(stack)
@@ -166,6 +174,8 @@ class KeptCounter:
     """Counts, per specialist, the entries a trim or a drop kept (for the report)."""
 
     def __init__(self, n_models: int):
+        import torch
+
         self.kept = torch.zeros(n_models, dtype=torch.int64)
         self.total = 0
 
@@ -184,6 +194,8 @@ def magnitude_keys(tensor: torch.Tensor) -> torch.Tensor:
 
     float64 magnitudes are ranked after rounding to float32; bf16/fp16 convert exactly.
     """
+    import torch
+
     return tensor.abs().to(torch.float32).view(torch.int32).to(torch.int64)
 
 
@@ -205,6 +217,8 @@ class GlobalMagnitudeThreshold:
     LOW_BITS = 16
 
     def __init__(self, n_models: int, density: float):
+        import torch
+
         self.density = density
         self.high = torch.zeros(n_models, 1 << self.HIGH_BITS, dtype=torch.int64)
         self.low = torch.zeros(n_models, 1 << self.LOW_BITS, dtype=torch.int64)
@@ -215,6 +229,8 @@ class GlobalMagnitudeThreshold:
 
     def observe(self, pass_index: int, stack: torch.Tensor) -> None:
         """Add one tensor's task vectors (N × shape) to the histogram of pass `pass_index`."""
+        import torch
+
         for t in range(stack.shape[0]):
             keys = magnitude_keys(stack[t].reshape(-1)).cpu()
             if pass_index == 0:
@@ -246,6 +262,8 @@ class GlobalMagnitudeThreshold:
 
     def threshold_values(self) -> list[float]:
         """Each model's threshold as a magnitude (inf where nothing is kept)."""
+        import torch
+
         keys = self.thresholds.clamp(max=0x7F800000).to(torch.int32)
         return [float(v) for v in keys.view(torch.float32)]
 

@@ -12,12 +12,13 @@ into τres = Σi a_i f̃i; η follows from its mode; and θ* = θ0 + τcore + η
 from __future__ import annotations
 
 import math
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from ..groups import Group
 from ..linalg import SvdMethod, gram, rank_from_energy, rank_from_ratio, svd, top_eigenvectors, truncated_svd
+
+if TYPE_CHECKING:
+    import torch
 
 # A residual this small relative to the core is rounding noise (e.g. identical specialists); `eta: relative`
 # would otherwise blow it up to α‖τcore‖.
@@ -28,7 +29,7 @@ NONUNIFORM_WARNING = 0.5
 GAP_WARNING = 0.1
 
 # Per residual: (U_r · S_r, Vh_r), whose product is the rank-r truncation f̃i.
-Factors = tuple[torch.Tensor, torch.Tensor]
+Factors: TypeAlias = "tuple[torch.Tensor, torch.Tensor]"  # a string: torch is imported only where used
 
 
 def gram_block(
@@ -49,6 +50,8 @@ def gram_block(
     Returns:
         `torch.Tensor`: the N × N block.
     """
+    import torch
+
     t = task_matrix
     if center:
         t = t - t.mean(dim=1, keepdim=True)
@@ -75,6 +78,8 @@ def real_core_coefficients(gram: torch.Tensor, real_rank: int) -> tuple[torch.Te
     Returns:
         `(c, eigenvalues)`: c (N,) and G's eigenvalues in descending order, both float64.
     """
+    import torch
+
     n = gram.shape[0]
     evals, u = top_eigenvectors(gram, real_rank)
     ones = torch.ones(n, dtype=torch.float64)
@@ -92,6 +97,8 @@ def core_weights(coefficients: torch.Tensor | None, n_models: int, blend: float 
     Returns:
         `torch.Tensor`: γ, float64, shape (N,).
     """
+    import torch
+
     mean = torch.full((n_models,), 1.0 / n_models, dtype=torch.float64)
     if coefficients is None:
         return mean
@@ -110,6 +117,8 @@ def real_core(task_vectors: torch.Tensor, coefficients: torch.Tensor | None, ble
     Returns:
         `torch.Tensor`: τcore, shape of one task vector.
     """
+    import torch
+
     weights = core_weights(coefficients, task_vectors.shape[0], blend)
     return torch.tensordot(weights.to(dtype=task_vectors.dtype, device=task_vectors.device), task_vectors, dims=1)
 
@@ -129,6 +138,8 @@ def residual_statistics(tensor_gram: torch.Tensor, weights: torch.Tensor) -> tup
     Returns:
         `(core_sq, residual_gram)`: ‖τcore‖² (0-d) and the N × N Gram of the fi, both float64.
     """
+    import torch
+
     g = tensor_gram.to(torch.float64)
     gamma = weights.to(dtype=torch.float64, device=g.device)
     k = torch.eye(len(gamma), dtype=torch.float64, device=g.device) - gamma.unsqueeze(0)
@@ -193,6 +204,8 @@ def truncate_residuals(
 
 def expand_factors(factors: list[Factors]) -> torch.Tensor:
     """f̃i = (U_r S_r) Vh_r for every residual, stacked N × m × n (the merge never forms them; tests do)."""
+    import torch
+
     return torch.stack([us @ vh for us, vh in factors])
 
 
@@ -208,6 +221,8 @@ def factor_gram(factors: list[Factors]) -> torch.Tensor:
     Returns:
         `torch.Tensor`: the N × N float64 Gram matrix of the f̃i.
     """
+    import torch
+
     a = torch.cat([us for us, _ in factors], dim=1).double()
     b = torch.cat([vh for _, vh in factors], dim=0).double()
     # E (Σ ri × N) marks which residual each stacked column belongs to: R = Eᵀ ((AᵀA) ∘ (BBᵀ)) E
@@ -225,6 +240,8 @@ def norm_matching_mix(norms_sq: torch.Tensor) -> torch.Tensor:
     Returns:
         `torch.Tensor`: a (N,); a residual with ni = 0 gets a_i = 0 (it contributes nothing).
     """
+    import torch
+
     norms = norms_sq.clamp_min(0).sqrt()
     n = norms.numel()
     mean_norm = norms.mean()
@@ -234,6 +251,8 @@ def norm_matching_mix(norms_sq: torch.Tensor) -> torch.Tensor:
 
 def uniform_mix(n_models: int) -> torch.Tensor:
     """The mix a_i = 1/N of ``norm_matching: none`` (τres is the plain mean of the f̃i)."""
+    import torch
+
     return torch.full((n_models,), 1.0 / n_models, dtype=torch.float64)
 
 
@@ -283,6 +302,8 @@ def combine(
     Returns:
         `torch.Tensor`: θ*.
     """
+    import torch
+
     merged = base + core
     if eta == 0.0:
         return merged

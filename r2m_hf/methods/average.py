@@ -6,12 +6,12 @@ is normalised by Σ wt, so multiplying every weight by a constant changes nothin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ._common import broadcast_weights
 from .base import MergeMethod, MethodParameters, TensorSlot
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Average(MergeMethod):
@@ -36,8 +36,10 @@ class Average(MergeMethod):
             `torch.Tensor`: θ = Σ wt θt / Σ wt.
         """
         self._tensors += 1
-        w = broadcast_weights(self.weights, slot.models)
-        return (w * slot.models).sum(dim=0) / w.sum()
+        models = slot.models
+        w = self.weights.to(dtype=models.dtype, device=models.device)
+        # one (1 × N)·(N × size) product: a single read of the stack and no N × size temporary
+        return (w @ models.reshape(models.shape[0], -1)).reshape(models.shape[1:]) / w.sum()
 
     def report(self) -> dict[str, Any]:
         return {"weights": self.weights.tolist(), "tensors": self._tensors}

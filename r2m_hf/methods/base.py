@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError
 from ..groups import Group
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MethodParameters(BaseModel):
@@ -72,27 +74,23 @@ class Tunable:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A one-parameter sensitivity sweep the benchmark plots (never used to choose a configuration).
+    """A one-parameter sensitivity sweep the benchmark plots around the method's tuned point (never used to choose).
 
     Args:
         name (`str`): file and plot key, e.g. ``rho``.
         parameter (`str`): the YAML key swept, e.g. ``residual_rank_ratio``.
         values (`tuple`): the values it takes, in order.
-        row (`str`): the benchmark grid row whose validation-chosen point supplies the other parameters.
-        hold (`dict`): parameters fixed during the sweep, e.g. ``{"eta": "fixed"}``.
-        keep (`tuple[str, ...]`): keys taken from the chosen point of `row`.
+        hold (`dict`): parameters fixed during the sweep on top of the tuned point, e.g. ``{"eta": "fixed"}``.
     """
 
     name: str
     parameter: str
     values: tuple
-    row: str
     hold: dict = field(default_factory=dict)
-    keep: tuple[str, ...] = ()
 
     def point(self, chosen: Mapping[str, Any], value: Any) -> dict[str, Any]:
-        """The parameters of one sweep point: `hold`, the kept keys of the chosen point, and `parameter` = `value`."""
-        return {**self.hold, **{k: chosen[k] for k in self.keep}, self.parameter: value}
+        """The parameters of one sweep point: the tuned point `chosen`, `hold` over it, and `parameter` = `value`."""
+        return {**chosen, **self.hold, self.parameter: value}
 
 
 @dataclass
@@ -235,14 +233,6 @@ class MergeMethod:
             `int`: an upper bound of the extra bytes held at once (0 by default).
         """
         return 0
-
-    @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        """The benchmark's rows for this method: row label -> grid points, tried in order on validation.
-
-        Every method with a scaling factor gets the same budget of tries. The default is one row at the defaults.
-        """
-        return {cls.name: [{}]}
 
     @classmethod
     def sensitivity_sweeps(cls) -> list[Sweep]:

@@ -10,15 +10,17 @@ their ratios matter and unit weights give the unweighted rule.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field
 
 from ..groups import Group
 from ..linalg import low_rank_approximation, rank_from_ratio
 from ._common import ScaledParameters, broadcast_weights, format_number
 from .base import MergeMethod, Sweep, TensorSlot, Tunable, mean_task_vector
+
+if TYPE_CHECKING:
+    import torch
 
 
 class CartParameters(ScaledParameters):
@@ -38,13 +40,9 @@ class Cart(MergeMethod):
     search_space = {"rank_ratio": Tunable(0.01, 0.5, log=True), "lambda": Tunable(0.3, 2.0)}
 
     @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        return {cls.name: [{"rank_ratio": r, "lambda": v} for r in (0.03, 0.1) for v in (0.5, 1.0)]}
-
-    @classmethod
     def sensitivity_sweeps(cls) -> list[Sweep]:
-        """ρ over the positive values of R²M's ρ sweep, at the λ chosen for the ``cart`` row."""
-        return [Sweep("rho-cart", "rank_ratio", (0.01, 0.1, 1.0), row=cls.name, keep=("lambda",))]
+        """ρ over the positive values of R²M's ρ sweep, at the tuned λ."""
+        return [Sweep("rho_cart", "rank_ratio", (0.01, 0.1, 1.0))]
 
     @classmethod
     def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -70,6 +68,8 @@ class Cart(MergeMethod):
         Returns:
             `torch.Tensor`: the merged tensor.
         """
+        import torch
+
         p = self.parameters
         mean = mean_task_vector(slot, self.weights)
         averaged = slot.base + mean

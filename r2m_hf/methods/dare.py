@@ -11,13 +11,15 @@ weights give the unweighted rule.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import Field
 
 from ._common import KeptCounter, ScaledParameters, dare_drop, disjoint_merge, elect_sign, format_numbers, weigh
 from .base import MergeMethod, TensorSlot, Tunable
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DareParameters(ScaledParameters):
@@ -64,10 +66,6 @@ class DareLinear(_Dare):
     order = 40
     search_space = {"lambda": Tunable(0.05, 1.5), "density": Tunable(0.1, 1.0)}
 
-    @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        return {cls.name: [{"lambda": v} for v in (0.3, 0.5, 0.75, 1.0)]}
-
     def merge(self, slot: TensorSlot) -> torch.Tensor:
         """Return θ0 + λ Σ wt τ̃t for one tensor.
 
@@ -88,10 +86,6 @@ class DareTies(_Dare):
     description = "DARE + TIES: drop and rescale, elect sign, disjoint mean"
     order = 50
     search_space = {"lambda": Tunable(0.3, 3.0), "density": Tunable(0.1, 1.0)}
-
-    @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        return {cls.name: [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]}
 
     def merge(self, slot: TensorSlot) -> torch.Tensor:
         """Return θ0 + λ · disjoint_merge(elect_sign(wt τ̃t)) for one tensor.

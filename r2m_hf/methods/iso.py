@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import Field
 
 from ..linalg import compute_dtype, polar_factor, svd, truncated_svd
 from ._common import ScaledParameters, svd_path_rows, vector_rule, weigh
 from .base import MergeMethod, TensorSlot, Tunable
+
+if TYPE_CHECKING:
+    import torch
 
 
 class IsoCParameters(ScaledParameters):
@@ -81,10 +83,6 @@ class IsoC(_Isotropic):
     order = 70
     search_space = {"lambda": Tunable(0.3, 3.0)}
 
-    @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        return {cls.name: [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]}
-
     def merge(self, slot: TensorSlot) -> torch.Tensor:
         """Return θ0 + λ · mean(S) · U Vᵀ with Σt wt Δt = U S Vᵀ, or the vector rule.
 
@@ -109,10 +107,6 @@ class IsoCTS(_Isotropic):
     order = 80
     search_space = {"lambda": Tunable(0.3, 3.0), "common_fraction": Tunable(0.5, 1.0)}
 
-    @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        return {cls.name: [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]}
-
     def subspace_sizes(self, r: int) -> tuple[int, int]:
         """Return (k, s): the common-space size and the per-task size for smaller side r."""
         n = self.n_models
@@ -128,6 +122,8 @@ class IsoCTS(_Isotropic):
         Returns:
             `torch.Tensor`: the merged tensor.
         """
+        import torch
+
         if not slot.svd_eligible:
             return self.fallback(slot)
         k, s = self.subspace_sizes(min(slot.shape))

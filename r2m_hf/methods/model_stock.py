@@ -11,13 +11,14 @@ their sum, so multiplying every weight by a constant changes nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MethodError
 from ._common import format_number
 from .base import MergeMethod, MethodParameters, TensorSlot, mean_task_vector
+
+if TYPE_CHECKING:
+    import torch
 
 # Below this 1 + (T − 1) cos φ is treated as zero (the interpolation ratio is undefined there).
 DEGENERATE_DENOMINATOR = 1e-9
@@ -32,6 +33,8 @@ def model_stock_ratio(task_vectors: torch.Tensor) -> tuple[float, float]:
     Returns:
         `(float, float)`: the mean pairwise cosine and the interpolation ratio t.
     """
+    import torch
+
     n = task_vectors.shape[0]
     flat = task_vectors.reshape(n, -1).double()
     norms = flat.norm(dim=1, keepdim=True)

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field
 
 from ..errors import ConfigError
@@ -39,6 +38,9 @@ from ..linalg import rank_from_ratio
 from . import _r2m_math as rule
 from ._common import format_number, format_numbers
 from .base import MergeMethod, MethodParameters, Sweep, TensorSlot, Tunable
+
+if TYPE_CHECKING:
+    import torch
 
 
 class R2MParameters(MethodParameters):
@@ -91,6 +93,8 @@ class R2M(MergeMethod):
     }
 
     def __init__(self, parameters: R2MParameters, weights: torch.Tensor, names: list[str]):
+        import torch
+
         super().__init__(parameters, weights, names)
         p = self.parameters
         n = self.n_models
@@ -211,6 +215,8 @@ class R2M(MergeMethod):
         All but the truncated matrices' R^l follow from the tensor's Gram T_l T_lᵀ (stage 0) and the core weights γ
         alone; only a truncated matrix reads its task vectors again, to form fi (in place) and truncate it.
         """
+        import torch
+
         n = self.n_models
         coefficients = self._coefficients_for(slot)
         core_sq, kept = rule.residual_statistics(
@@ -240,6 +246,8 @@ class R2M(MergeMethod):
                 self._reduce_residual_statistics(all_reduce)
 
     def _reduce_residual_statistics(self, all_reduce) -> None:
+        import torch
+
         if self.parameters.norm_matching == "layer":
             self._layer_res_sq = self._local_layer_residual_sq()
             self._layer_res_reduced = True
@@ -255,6 +263,8 @@ class R2M(MergeMethod):
 
     def _local_layer_residual_sq(self) -> torch.Tensor:
         """Σ_l aᵀ R^l a with a per-tensor mix (``norm_matching: layer``), over this process's tensors."""
+        import torch
+
         total = torch.zeros((), dtype=torch.float64)
         for gram in self._layer_grams.values():
             a = rule.norm_matching_mix(gram.diagonal())
@@ -328,24 +338,11 @@ class R2M(MergeMethod):
         return list(self._warnings)
 
     @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        """The package defaults untuned, then each η mode over ρ × α (2 × 2, the budget of every tuned method)."""
-        rhos = (0.03, 0.1)
-        alphas = {"relative": (0.6, 1.5), "kit": (0.6, 1.5), "fixed": (1.0, 4.0)}
-        rows: dict[str, list[dict[str, Any]]] = {"r2m (defaults)": [{}]}
-        for eta, values in alphas.items():
-            rows[f"r2m (η {eta})"] = [{"eta": eta, "residual_rank_ratio": r, "alpha": a} for r in rhos for a in values]
-        return rows
-
-    @classmethod
     def sensitivity_sweeps(cls) -> list[Sweep]:
-        """ρ (at the α chosen for η fixed) and α (η = α, at the chosen ρ): the residual's rank and strength."""
-        hold = {"eta": "fixed"}
+        """ρ and α around the tuned point (its η mode, blend and real rank held): the residual's rank and strength."""
         return [
-            Sweep("rho", "residual_rank_ratio", (0.0, 0.01, 0.1, 1.0), row="r2m (η fixed)", hold=hold, keep=("alpha",)),
-            Sweep(
-                "alpha", "alpha", (0.0, 1.0, 2.0, 4.0), row="r2m (η fixed)", hold=hold, keep=("residual_rank_ratio",)
-            ),
+            Sweep("rho", "residual_rank_ratio", (0.0, 0.01, 0.1, 1.0)),
+            Sweep("alpha", "alpha", (0.0, 1.0, 2.0, 4.0)),
         ]
 
     @classmethod

@@ -112,24 +112,6 @@ def table_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda n: (get_method(n).order, n))
 
 
-def benchmark_grids(names: Iterable[str] | None = None) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-    """The benchmark's rows: row label -> (method name, grid points), from every method's :meth:`grid_rows`.
-
-    Args:
-        names (`Iterable[str]`, *optional*): the methods to include (default: every registered method).
-
-    Returns:
-        `dict[str, tuple[str, list[dict]]]`: rows in table order (the shape of ``bench.run.GRIDS``).
-    """
-    grids: dict[str, tuple[str, list[dict[str, Any]]]] = {}
-    for name in table_order(available_methods() if names is None else names):
-        for row, points in get_method(name).grid_rows().items():
-            if row in grids:
-                raise ValueError(f"benchmark row {row!r} is declared by both {grids[row][0]!r} and {name!r}")
-            grids[row] = (name, [dict(p) for p in points])
-    return grids
-
-
 def _yaml_value(value: Any) -> str:
     if value is None:
         return "none"
@@ -179,7 +161,6 @@ def method_table_markdown(names: Iterable[str] | None = None) -> str:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "available_methods",
-    "benchmark_grids",
     "builtin_methods",
     "get_method",
     "method_table_markdown",

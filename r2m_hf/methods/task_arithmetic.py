@@ -7,13 +7,15 @@ ratios matter and unit weights give θ0 + λ Σ τt.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import Field
 
 from ._common import ScaledParameters, weigh
 from .base import MergeMethod, TensorSlot, Tunable
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TaskArithmeticParameters(ScaledParameters):
@@ -30,10 +32,6 @@ class TaskArithmetic(MergeMethod):
     description = "task arithmetic: θ = θ0 + λ Σ wt τt"
     order = 20
     search_space = {"lambda": Tunable(0.05, 1.5)}
-
-    @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        return {cls.name: [{"lambda": v} for v in (0.3, 0.5, 0.75, 1.0)]}
 
     def __init__(self, parameters: TaskArithmeticParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)

@@ -11,9 +11,8 @@ matter and unit weights give the unweighted rule.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field
 
 from ..groups import Group
@@ -28,6 +27,9 @@ from ._common import (
     weigh,
 )
 from .base import MergeMethod, TensorSlot, Tunable
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TiesParameters(ScaledParameters):
@@ -50,10 +52,6 @@ class Ties(MergeMethod):
         "density": Tunable(0.05, 1.0),
         "trim": Tunable(choices=("tensor", "global")),
     }
-
-    @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        return {cls.name: [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]}
 
     def __init__(self, parameters: TiesParameters, weights: torch.Tensor, names: list[str]):
         super().__init__(parameters, weights, names)

@@ -9,13 +9,14 @@ wt are rescaled to sum to N (wt · N / Σw), so only their ratios matter and uni
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..linalg import compute_dtype, polar_factor, truncated_svd
 from ._common import ScaledParameters, svd_path_rows, vector_rule, weigh
 from .base import MergeMethod, TensorSlot, Tunable
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TsvMParameters(ScaledParameters):
@@ -30,10 +31,6 @@ class TsvM(MergeMethod):
     description = "TSV-M: per-task top-⌊r/T⌋ singular vectors, orthogonalised by polar factors"
     order = 60
     search_space = {"lambda": Tunable(0.3, 2.0)}
-
-    @classmethod
-    def grid_rows(cls) -> dict[str, list[dict[str, Any]]]:
-        return {cls.name: [{"lambda": v} for v in (0.5, 0.75, 1.0, 1.5)]}
 
     @classmethod
     def summary_rows(cls, report: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -52,6 +49,8 @@ class TsvM(MergeMethod):
         Returns:
             `torch.Tensor`: the merged tensor.
         """
+        import torch
+
         k = min(slot.shape) // self.n_models if slot.svd_eligible else 0
         if k == 0:
             self._counts["vector_rule"] += 1

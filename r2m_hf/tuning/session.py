@@ -6,6 +6,11 @@ LoRA deltas applied, and kept on the CPU; otherwise every trial streams them fro
 way a trial runs :func:`~r2m_hf.engine.run_passes` over the same :class:`~r2m_hf.methods.base.TensorSlot` stream as
 the file merge, merges the heads with the shared head policy and loads the result into one model instance kept for
 the whole run, so a trial's model is, tensor for tensor, the model ``merge`` writes for the same recipe.
+
+When several processes score one trial (``accelerate launch`` / ``torchrun``, see :mod:`.tuner`), only rank 0 reads
+the specialists and merges; the other ranks build a session with ``merging=False`` (no tensor read, no memory for
+the task vectors) and :meth:`MergeSession.share` copies rank 0's merged weights into their model instance, so every
+rank scores exactly the same model.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class MergeSession:
         processor: the merged model's image processor (:func:`image_processor`).
         device (`str`): where the merge math and the model run (``cpu``, ``cuda``, ``cuda:N``).
         memory_limit (`int`, *optional*): bytes the kept task vectors may use; default half the available memory.
+        merging (`bool`): False for a process that only receives the merged weights from rank 0 (:meth:`share`):
+            it reads no tensor and keeps none.
 
     Attributes:
         in_memory (`bool`): whether the specialists' tensors are kept (else read from disk each trial).
@@ -64,7 +71,7 @@ class MergeSession:
         model (`PreTrainedModel`): the instance every trial's merged weights are loaded into.
     """
 
-    def __init__(self, plan, processor, *, device: str = "cpu", memory_limit: int | None = None):
+    def __init__(self, plan, processor, *, device: str = "cpu", memory_limit: int | None = None, merging: bool = True):
         from transformers import AutoModelForImageClassification
 
         self.plan = plan
@@ -78,7 +85,7 @@ class MergeSession:
         if memory_limit is None:
             available = available_memory()
             memory_limit = available // 2 if available is not None else self.bytes_needed
-        self.in_memory = self.bytes_needed <= memory_limit
+        self.in_memory = merging and self.bytes_needed <= memory_limit
         self.processor = processor
 
         start = time.perf_counter()
@@ -86,8 +93,10 @@ class MergeSession:
         if self.in_memory:
             for name in self.names:
                 self._kept[name] = self._read(name)
-        heads = [s.head(layout, plan.compute_dtype) for s in plan.specialists]
-        self.head = merge_heads(heads, plan.names, head_choice(plan.config), self.weights)
+        self.head = None
+        if merging:
+            heads = [s.head(layout, plan.compute_dtype) for s in plan.specialists]
+            self.head = merge_heads(heads, plan.names, head_choice(plan.config), self.weights)
         self.read_seconds = time.perf_counter() - start
 
         self.model = AutoModelForImageClassification.from_config(layout.config)
@@ -146,6 +155,24 @@ class MergeSession:
         except RuntimeError as exc:  # a method returned a tensor of another shape: its bug, named in one line
             raise R2MError(f"{method_name}: merged weights do not fit the model: {str(exc).splitlines()[0]}") from None
         return self.model, warnings
+
+    def share(self, group) -> Any:
+        """Give every rank of `group` rank 0's merged model: rank 0 sends the weights it loaded, the others load them.
+
+        Called by every rank after rank 0's :meth:`load`, tensor by tensor in the model's state-dict order (the same
+        on every rank: one architecture), with the process group's backend (gloo on CPU, NCCL on GPUs).
+
+        Returns:
+            `PreTrainedModel`: the kept model instance, holding rank 0's merged weights (eval mode).
+        """
+        if not group.distributed:
+            return self.model
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for tensor in self.model.state_dict().values():  # views of the parameters and buffers: filled in place
+                dist.broadcast(tensor, src=0)
+        return self.model
 
 
 def _method_warnings(method) -> list[str]:

@@ -57,11 +57,14 @@ class MethodSpace:
         searched (`dict[str, Tunable]`): YAML key → range, in the order they are sampled.
         fixed (`dict[str, Any]`): YAML key → value for every parameter set but not searched (the recipe's own
             parameters when `method` is its merge_method, and the values fixed in ``tune.space``).
+        start (`dict[str, Any]`): the first point tried in a new study: the method's package defaults of the
+            searched keys that lie inside their ranges (so the tuner never ends below the defaults it could try).
     """
 
     method: str
     searched: dict[str, Tunable]
     fixed: dict[str, Any] = field(default_factory=dict)
+    start: dict[str, Any] = field(default_factory=dict)
 
     def suggest(self, trial) -> dict[str, Any]:
         """Sample one point from an Optuna trial and return the method's full parameters (fixed + sampled)."""
@@ -83,6 +86,7 @@ class MethodSpace:
                 for k, t in self.searched.items()
             },
             "fixed": dict(self.fixed),
+            "start": dict(self.start),
         }
 
 
@@ -180,7 +184,23 @@ def _one_space(cls, config: MergeConfig, overrides: dict[str, Any], where: str) 
         for label, value in _endpoints(t):
             at = f"{where}: tune.space.{name}.{key}: {label} {value!r} is outside what {name} accepts"
             _validate(config, name, {**fixed, key: value}, at)
-    return MethodSpace(name, searched, fixed)
+    return MethodSpace(name, searched, fixed, _defaults_inside(cls, searched))
+
+
+def _defaults_inside(cls, searched: dict[str, Tunable]) -> dict[str, Any]:
+    """The package defaults of the searched keys that their ranges contain."""
+    defaults = cls.parameters_model().model_dump(by_alias=True)
+    start = {}
+    for key, t in searched.items():
+        value = defaults.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        if t.choices is not None:
+            if value in t.choices:
+                start[key] = value
+        elif isinstance(value, (int, float)) and t.low <= value <= t.high and (not t.integer or value == int(value)):
+            start[key] = int(value) if t.integer else float(value)
+    return start
 
 
 def _override(base: Tunable | None, value: dict[str, Any], at: str) -> Tunable:

@@ -236,8 +236,11 @@ def check_surplus(trial, budget: int) -> None:
         raise SurplusTrial(f"the budget of {budget} trials was filled by other workers")
 
 
-def open_study(storage, name: str, direction: str, sampler, pruner, identity: dict):
-    """Create or load one method's study; refuse to resume a study tuned on other data, recipe or metric."""
+def open_study(storage, name: str, direction: str, sampler, pruner, identity: dict, start: dict | None = None):
+    """Create or load one method's study; refuse to resume a study tuned on other data, recipe or metric.
+
+    A new study gets `start` (the method's package defaults, see `MethodSpace.start`) queued as its first trial.
+    """
     import optuna
 
     study = optuna.create_study(
@@ -246,6 +249,8 @@ def open_study(storage, name: str, direction: str, sampler, pruner, identity: di
     stored = study.user_attrs.get("r2m_hf")
     if stored is None:
         study.set_user_attr("r2m_hf", identity)
+        if start:
+            study.enqueue_trial(dict(start), skip_if_exists=True)  # two workers creating it queue it once
     else:
         for key in ("metric", "data", "recipe"):
             if stored.get(key) != identity.get(key):

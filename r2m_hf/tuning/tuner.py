@@ -12,6 +12,17 @@ worse. The studies live in an RDB (``sqlite:///OUTPUT/tune.db`` by default), one
   ``mysql+pymysql://…``; the driver package must be installed) and ``--study NAME``, and its own ``--output``; the
   trials, their parameters and metrics are all in the database, so any worker's leaderboard lists them all.
 
+Workers run *different trials in parallel*. Launching one worker on several devices instead,
+``accelerate launch -m r2m_hf tune …`` or ``torchrun --nproc_per_node N -m r2m_hf tune …``, splits *one trial's
+evaluation* across them, as ``r2m-hf eval`` does: the processes run the trials one at a time, together. Rank 0 alone
+talks to the study (ask, report, prune, tell), reads the specialists and merges; it broadcasts each trial's method
+and parameters, then the merged weights (:meth:`.MergeSession.share`), to the other ranks. Every rank scores its
+shard of each validation chunk and the runner gathers the scores (``score_images``), so every rank computes the same
+objective; rank 0's prune-or-continue decision is broadcast after each chunk, so all ranks stop or go on together.
+Rank 0 alone writes the leaderboard, the plots and ``best.yaml``; every rank returns the same `TuneResult` (a
+``merge_best`` merge is then itself split across the ranks, as ``merge`` is). Both combine: each worker of a shared
+study may be such a multi-process launch. One process (no launcher) runs exactly as before.
+
 A split whose name contains ``test`` is refused unless ``i_know_this_is_test=True``: hyperparameters chosen on the
 test split make its numbers meaningless.
 """
@@ -26,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..distributed import ProcessGroup, process_group
 from ..errors import ConfigError, MethodError, OutputError, R2MError
 from .records import TrialRecord, TuneResult, better
 from .report import write_outputs
@@ -112,6 +124,10 @@ def tune(
         plots (`bool`): draw ``plots/*.png`` (needs matplotlib).
         progress (`bool`): show a progress bar.
 
+    Under ``accelerate launch`` or ``torchrun`` (``WORLD_SIZE`` > 1) every process must call `tune` with the same
+    arguments: they score each trial together (see the module docstring), rank 0 alone uses the study and writes the
+    files, and every rank returns rank 0's result. ``device="cuda"`` (or ``auto``) then means each rank's own GPU.
+
     Returns:
         `TuneResult`: every trial, the best per method and overall, the files written.
 
@@ -137,11 +153,14 @@ def tune(
         raise ConfigError(f"trials must be ≥ 1, got {total}")
     output_dir = _output_folder(output_dir)
     storage_url = storage or default_storage(output_dir)
-    rdb = open_storage(storage_url)
 
     from ..merge import plan_merge, resolve_device
 
-    device = str(resolve_device(device))
+    torch_device = resolve_device(device)
+    device = str(torch_device)
+    group = process_group(torch_device)  # one process unless launched by accelerate / torchrun
+    progress = progress and group.is_main
+    rdb = _on_main(group, lambda: open_storage(storage_url))  # rank 0 alone talks to the study
     plan = plan_merge(merge_config, config_path=path, allow_pickle=allow_pickle)
     spaces = method_spaces(merge_config, section, methods, has_base=plan.base is not None, where=where)
     per_method = math.ceil(total / len(spaces))
@@ -153,7 +172,7 @@ def tune(
         seed=seed, batch_size=batch_size, device=device,
     )  # fmt: skip
     _refuse_test(validation.data.split, i_know_this_is_test)
-    session = MergeSession(plan, processor, device=device, memory_limit=memory_limit)
+    session = MergeSession(plan, processor, device=device, memory_limit=memory_limit, merging=group.is_main)
 
     name = study_name or (path.stem if path is not None else "r2m-tune")
     identity = {
@@ -161,28 +180,37 @@ def tune(
         "data": _data_fingerprint(validation.data),
         "recipe": _fingerprint(merge_config),
     }
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    studies = {}
-    try:
-        for method, space in spaces.items():
-            studies[method] = open_study(
-                rdb, f"{name}/{method}", direction, make_sampler(seed, method, budgets[method]),
-                make_pruner(prune), {**identity, "method": method, "space": space.describe()},
-            )  # fmt: skip
-        run = _Run(session, validation, spaces, budgets, metric, rdb)
+    run = _Run(session, validation, spaces, budgets, metric, rdb, group)
+    if not group.is_main:  # another rank of a multi-process launch: score rank 0's trials, then take its result
+        _on_main(group, None)  # rank 0 opened the studies (or raised)
+        run.follow()
+        result = _on_main(group, None)
+    else:
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            run.all(studies, progress)
-            wait_for_running(studies.values(), rdb)  # other workers' last trials, so every leaderboard is complete
-        except KeyboardInterrupt:
-            _finish(studies, spaces, budgets, name, storage_url, metric, direction, validation, output_dir, plan,
-                    merge_config, session, start, require_best=False, plots=plots)  # fmt: skip
-            raise
-        result = _finish(studies, spaces, budgets, name, storage_url, metric, direction, validation, output_dir, plan,
-                         merge_config, session, start, require_best=True, plots=plots)  # fmt: skip
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    if merge_best is not None:
+            studies = _on_main(group, lambda: {
+                method: open_study(
+                    rdb, f"{name}/{method}", direction, make_sampler(seed, method, budgets[method]),
+                    make_pruner(prune), {**identity, "method": method, "space": space.describe()}, space.start,
+                ) for method, space in spaces.items()
+            })  # fmt: skip
+            try:
+                run.all(studies, progress)
+                group.broadcast(None)  # the other ranks' `follow` ends
+                wait_for_running(studies.values(), rdb)  # other workers' last trials, so every leaderboard is complete
+            except KeyboardInterrupt:
+                _finish(studies, spaces, budgets, name, storage_url, metric, direction, validation, output_dir,
+                        plan, merge_config, session, start, require_best=False, plots=plots,
+                        processes=group.world_size)  # fmt: skip
+                raise
+            result = _on_main(group, lambda: _finish(
+                studies, spaces, budgets, name, storage_url, metric, direction, validation, output_dir, plan,
+                merge_config, session, start, require_best=True, plots=plots, processes=group.world_size,
+            ), share=True)  # fmt: skip
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+    if merge_best is not None:  # under a multi-process launch every rank takes part, as in `merge`
         from ..merge import merge
 
         result.merged = merge(
@@ -192,12 +220,41 @@ def tune(
     return result
 
 
-class _Run:
-    """One worker's trials: every method in order, each topped up to its budget."""
+def _on_main(group: ProcessGroup, work, *, share: bool = False):
+    """Run `work` on rank 0 only; the other ranks raise the `R2MError` it raised, so they all stop together.
 
-    def __init__(self, session, validation, spaces, budgets, metric, storage):
+    One process: just `work()`. With several, rank 0 broadcasts its outcome: the error, else its value when `share`
+    (other ranks return it; they return None otherwise, and pass `work=None`).
+    """
+    if not group.distributed:
+        return work()
+    if group.is_main:
+        try:
+            value = work()
+        except R2MError as exc:
+            group.broadcast(("error", exc))
+            raise
+        group.broadcast(("ok", value if share else None))
+        return value
+    kind, value = group.broadcast(None)
+    if kind == "error":
+        raise value
+    return value
+
+
+class _Run:
+    """One worker's trials: every method in order, each topped up to its budget.
+
+    Under a multi-process launch rank 0 runs :meth:`all` (the study, the merge) and the other ranks :meth:`follow`;
+    each trial is a fixed sequence of broadcasts from rank 0: the method and parameters, whether the merge worked,
+    the merged weights, then after each chunk but the last whether to stop. Rank 0 broadcasts None instead of a
+    trial when it is done. With one process every broadcast returns its value and nothing else happens.
+    """
+
+    def __init__(self, session, validation, spaces, budgets, metric, storage, group: ProcessGroup | None = None):
         self.session, self.validation, self.spaces = session, validation, spaces
         self.budgets, self.metric, self.storage = budgets, metric, storage
+        self.group = group or ProcessGroup()
         self.failures = 0
 
     def all(self, studies, progress: bool) -> None:
@@ -227,20 +284,21 @@ class _Run:
         trial.set_user_attr("worker", worker_id())
         parameters = self.spaces[method].suggest(trial)
         trial.set_user_attr("parameters", parameters)
+        self.group.broadcast((method, parameters))
         start = time.perf_counter()
+
+        def prune(step: int, value: float) -> bool:
+            trial.report(value, step)
+            return trial.should_prune()
+
         try:
-            model, warnings = self.session.load(method, parameters)
+            model, warnings = self._merge(method, parameters)
             merged = time.perf_counter()
-            last = len(self.validation.chunks) - 1
-            for step, (rows, value, result) in enumerate(self.validation.evaluate(model)):
-                if step < last and not math.isnan(value):
-                    trial.report(value, step)
-                    if trial.should_prune():
-                        self._record(trial, result, rows, value, start, merged, warnings)
-                        self.failures = 0
-                        raise optuna.TrialPruned(f"{self.metric} {value:.4f} on {rows} rows")
+            rows, value, result, pruned = self._score(model, prune)
             self._record(trial, result, rows, value, start, merged, warnings)
             self.failures = 0
+            if pruned:
+                raise optuna.TrialPruned(f"{self.metric} {value:.4f} on {rows} rows")
         except R2MError as exc:
             self.failures += 1
             trial.set_user_attr("error", str(exc))
@@ -249,6 +307,48 @@ class _Run:
             self.failures += 1
             trial.set_user_attr("error", f"{self.metric} is undefined on this split (NaN)")
         return value
+
+    def _merge(self, method: str, parameters: dict) -> tuple[Any, list[str]]:
+        """Rank 0 merges; the other ranks learn whether it worked and, if so, receive the merged weights."""
+        try:
+            model, warnings = self.session.load(method, parameters)
+        except R2MError as exc:
+            self.group.broadcast(("skip", str(exc)))  # the other ranks drop this trial too
+            raise
+        except Exception as exc:
+            self.group.broadcast(("stop", f"{type(exc).__name__}: {exc}"))
+            raise
+        self.group.broadcast(None)
+        return self.session.share(self.group), warnings
+
+    def _score(self, model, prune) -> tuple[int, float, Any, bool]:
+        """Score `model` chunk by chunk; after each chunk but the last, stop if rank 0's `prune(step, value)` says so.
+
+        Returns:
+            `tuple`: rows scored, the objective on them, the runner's result, whether the trial was stopped early.
+        """
+        last = len(self.validation.chunks) - 1
+        for step, (rows, value, result) in enumerate(self.validation.evaluate(model)):
+            # The gathered scores, hence `value`, are the same on every rank; the decision is rank 0's.
+            if step < last and not math.isnan(value):
+                if self.group.broadcast(prune(step, value) if self.group.is_main else None):
+                    return rows, value, result, True
+        return rows, value, result, False
+
+    def follow(self) -> None:
+        """A rank other than 0: take part in each of rank 0's trials until it broadcasts that it is done."""
+        while (command := self.group.broadcast(None)) is not None:
+            method, parameters = command
+            status = self.group.broadcast(None)
+            if status is not None:  # rank 0's merge failed: a trial error is skipped, anything else ends the run
+                kind, message = status
+                if kind == "stop":
+                    raise R2MError(f"rank 0 stopped while merging {method}: {message}")
+                continue
+            try:
+                self._score(self.session.share(self.group), None)
+            except R2MError:  # the scores are gathered, so rank 0 met the same error: its trial failed
+                continue
 
     def _record(self, trial, result, rows, value, start, merged, warnings) -> None:
         now = time.perf_counter()
@@ -268,7 +368,8 @@ class _Run:
 
 
 def _finish(studies, spaces, budgets, name, storage_url, metric, direction, validation, output_dir, plan,
-            merge_config, session, start, *, require_best: bool, plots: bool) -> TuneResult:  # fmt: skip
+            merge_config, session, start, *, require_best: bool, plots: bool,
+            processes: int = 1) -> TuneResult:  # fmt: skip
     trials = [
         TrialRecord.from_frozen(method, t)
         for method, study in studies.items()
@@ -304,6 +405,11 @@ def _finish(studies, spaces, budgets, name, storage_url, metric, direction, vali
         in_memory=session.in_memory,
         notes=list(validation.data.notes),
     )
+    if processes > 1:
+        result.notes.append(
+            f"each trial was merged once and its evaluation split across {processes} processes "
+            "(accelerate / torchrun); the seconds per trial are those of the whole group"
+        )
     result.seconds = time.perf_counter() - start
     result.files = write_outputs(result, spaces, plots=plots)
     if best is None and require_best:

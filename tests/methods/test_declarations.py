@@ -1,9 +1,7 @@
-"""What every method declares about itself: the benchmark's grids and sweeps, the tuner's search space, the memory it
+"""What every method declares about itself: the benchmark's sweeps, the tuner's search space, the memory it
 holds beyond the engine, its warnings and the summary rows of its report."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 import torch
@@ -12,74 +10,31 @@ from pydantic import ValidationError
 from r2m_hf.engine import build_method, run_passes
 from r2m_hf.groups import Group
 from r2m_hf.methods.base import MergeMethod, Sweep, TensorSlot, Tunable
-from r2m_hf.methods.registry import benchmark_grids, builtin_methods, get_method
+from r2m_hf.methods.registry import builtin_methods, get_method
 
-# The benchmark's grids as r2m_hf/bench/run.py held them before the methods declared them (labels, points, order).
-GRIDS: dict[str, tuple[str, list[dict[str, Any]]]] = {
-    "average": ("average", [{}]),
-    "model_stock": ("model_stock", [{}]),
-    "task_arithmetic": ("task_arithmetic", [{"lambda": v} for v in (0.3, 0.5, 0.75, 1.0)]),
-    "ties": ("ties", [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]),
-    "dare_linear": ("dare_linear", [{"lambda": v} for v in (0.3, 0.5, 0.75, 1.0)]),
-    "dare_ties": ("dare_ties", [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]),
-    "tsv_m": ("tsv_m", [{"lambda": v} for v in (0.5, 0.75, 1.0, 1.5)]),
-    "iso_c": ("iso_c", [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]),
-    "iso_cts": ("iso_cts", [{"lambda": v} for v in (0.5, 1.0, 1.5, 2.0)]),
-    "cart": ("cart", [{"rank_ratio": r, "lambda": v} for r in (0.03, 0.1) for v in (0.5, 1.0)]),
-    "r2m (defaults)": ("r2m", [{}]),
-    "r2m (η relative)": (
-        "r2m",
-        [{"eta": "relative", "residual_rank_ratio": r, "alpha": a} for r in (0.03, 0.1) for a in (0.6, 1.5)],
-    ),
-    "r2m (η kit)": (
-        "r2m",
-        [{"eta": "kit", "residual_rank_ratio": r, "alpha": a} for r in (0.03, 0.1) for a in (0.6, 1.5)],
-    ),
-    "r2m (η fixed)": (
-        "r2m",
-        [{"eta": "fixed", "residual_rank_ratio": r, "alpha": a} for r in (0.03, 0.1) for a in (1.0, 4.0)],
-    ),
-}
 BUILTINS = sorted(builtin_methods())
-
-
-def test_benchmark_grids_reproduce_the_benchmark():
-    grids = benchmark_grids(BUILTINS)
-    assert list(grids) == list(GRIDS)  # same rows in the same order
-    for row, (method, points) in GRIDS.items():
-        assert grids[row][0] == method, row
-        assert [list(p.items()) for p in grids[row][1]] == [list(p.items()) for p in points], row
 
 
 def test_sensitivity_sweeps():
     sweeps = {s.name: s for name in BUILTINS for s in get_method(name).sensitivity_sweeps()}
     assert sweeps == {
-        "rho": Sweep(
-            "rho", "residual_rank_ratio", (0.0, 0.01, 0.1, 1.0), "r2m (η fixed)", {"eta": "fixed"}, ("alpha",)
-        ),
-        "alpha": Sweep(
-            "alpha", "alpha", (0.0, 1.0, 2.0, 4.0), "r2m (η fixed)", {"eta": "fixed"}, ("residual_rank_ratio",)
-        ),
-        "rho-cart": Sweep("rho-cart", "rank_ratio", (0.01, 0.1, 1.0), "cart", {}, ("lambda",)),
+        "rho": Sweep("rho", "residual_rank_ratio", (0.0, 0.01, 0.1, 1.0)),
+        "alpha": Sweep("alpha", "alpha", (0.0, 1.0, 2.0, 4.0)),
+        "rho_cart": Sweep("rho_cart", "rank_ratio", (0.01, 0.1, 1.0)),
     }
     assert [s.name for s in get_method("r2m").sensitivity_sweeps()] == ["rho", "alpha"]
-    chosen = {"eta": "fixed", "residual_rank_ratio": 0.1, "alpha": 4.0}
-    assert sweeps["rho"].point(chosen, 0.01) == {"eta": "fixed", "alpha": 4.0, "residual_rank_ratio": 0.01}
-    assert sweeps["alpha"].point(chosen, 2.0) == {"eta": "fixed", "residual_rank_ratio": 0.1, "alpha": 2.0}
+    tuned = {"eta": "relative", "real_rank": 2, "residual_rank_ratio": 0.1, "alpha": 4.0}
+    assert sweeps["rho"].point(tuned, 0.01) == {**tuned, "residual_rank_ratio": 0.01}  # the rest of the point held
+    held = Sweep("alpha", "alpha", (1.0,), hold={"eta": "fixed"})
+    assert held.point(tuned, 2.0) == {**tuned, "eta": "fixed", "alpha": 2.0}
 
 
-def test_every_grid_point_and_sweep_point_validates():
-    grids = benchmark_grids(BUILTINS)
-    for method, points in grids.values():
-        model = get_method(method).parameters_model
-        for point in points:
-            model(**point)
+def test_every_sweep_point_validates_around_the_defaults_and_the_search_space_ends():
     for name in BUILTINS:
         cls = get_method(name)
+        starts = [{}] + [{key: end} for key, t in cls.search_space.items() for end in t.endpoints()]
         for sweep in cls.sensitivity_sweeps():
-            method, points = grids[sweep.row]
-            assert method == name
-            for chosen in points:
+            for chosen in starts:
                 for value in sweep.values:
                     cls.parameters_model(**sweep.point(chosen, value))
 
@@ -269,7 +224,6 @@ def test_default_hooks_of_a_bare_method():
 
         name = "bare"
 
-    assert Bare.grid_rows() == {"bare": [{}]}
     assert Bare.sensitivity_sweeps() == [] and Bare.summary_rows({"x": 1}) == [] and Bare.search_space == {}
     assert Bare.rule() == "A bare method: one line of doc."
     bare = Bare(Bare.parameters_model(), torch.ones(2, dtype=torch.float64), ["a", "b"])

@@ -114,10 +114,11 @@ def test_the_tune_section_is_part_of_the_recipe_and_read_with_the_hardened_loade
 
 
 def test_describe_is_json_ready():
-    space = MethodSpace("cart", {"rank_ratio": Tunable(0.01, 0.5, log=True)}, {"svd": "exact"})
+    space = MethodSpace("cart", {"rank_ratio": Tunable(0.01, 0.5, log=True)}, {"svd": "exact"}, {"rank_ratio": 0.1})
     assert space.describe() == {
         "searched": {"rank_ratio": {"low": 0.01, "high": 0.5, "log": True}},
         "fixed": {"svd": "exact"},
+        "start": {"rank_ratio": 0.1},
     }
 
 

@@ -49,6 +49,26 @@ def test_finds_the_planted_optimum(tuned):
     assert math.isclose(timing["merge_share"] + timing["eval_share"], 1.0, abs_tol=0.05)
 
 
+def test_every_method_starts_at_its_package_defaults(tuned):
+    """A new study's first trial is the method's defaults (inside the searched range), so the tuned result is never
+    below what the defaults score on validation."""
+    from r2m_hf.methods.registry import get_method
+
+    for method in ("task_arithmetic", "ties"):
+        first = min((t for t in tuned.trials if t.method == method), key=lambda t: t.number)
+        defaults = get_method(method).parameters_model().model_dump(by_alias=True)
+        searched = get_method(method).search_space
+        assert {k: first.parameters[k] for k in searched} == {k: defaults[k] for k in searched}, method
+        assert tuned.best_per_method[method].value >= first.value
+
+
+def test_defaults_outside_a_narrowed_range_are_not_queued(planted, tmp_path):
+    narrowed = {"methods": ["task_arithmetic"], "space": {"task_arithmetic": {"lambda": {"low": 0.5, "high": 0.6}}}}
+    config = planted.write_recipe(tmp_path, tune=narrowed)
+    result = tune(config, planted.data, output_dir=tmp_path / "out", trials=2, progress=False, prune=False)
+    assert all(0.5 <= t.parameters["lambda"] <= 0.6 for t in result.trials)
+
+
 def test_outputs(tuned):
     out = tuned.output_dir
     board = (out / "leaderboard.md").read_text()
