@@ -101,15 +101,16 @@ class BenchConfig:
             `TinyViTRecipe` = a tiny ViT pretrained here on the real training images (SimMIM).
         dinov2_layers (`int`, *optional*): keep only the first blocks of DINOv2-small (the quick tier keeps 4).
         specialist (`TrainRecipe`), lora (`TrainRecipe`), joint (`TrainRecipe`), probe (`TrainRecipe`): training.
-        methods (`tuple[str, ...]`, *optional*): merge methods or grid rows to run (default: every registered
-            method, plugins included, with the grid rows each declares).
-        focus (`str`): the method whose validation-chosen row is re-merged with the LoRA specialist and used for the
+        methods (`tuple[str, ...]`, *optional*): merge methods to run (default: every registered method, plugins
+            included). Each is merged once at its package defaults and, when it declares a search space, tuned on
+            the validation split with :func:`r2m_hf.tuning.tune`.
+        focus (`str`): the method whose tuned recipe is re-merged with the LoRA specialist and used for the
             composability study, and whose standing the report summarises.
-        max_tries (`int`, *optional*): cut every grid to its first `max_tries` points (2 at the quick tier, all 4
-            at the full tier).
-        sweeps (`bool`): run the sensitivity sweeps the methods declare; `sweep_values` replaces the values of the
-            sweeps it names. composability (`bool`), lora_merge (`bool`), validity (`bool`), plots (`bool`): the
-            other sections.
+        trials_per_method (`int`): the tuner's budget, the same for every tuned method (8 at the quick tier, 16 at
+            the full tier); 0 skips tuning.
+        sweeps (`bool`): run the sensitivity sweeps the methods declare, around each method's tuned point;
+            `sweep_values` replaces the values of the sweeps it names.
+        composability (`bool`), lora_merge (`bool`), validity (`bool`), plots (`bool`): the other sections.
         eval_batch_size (`int`): images per forward pass when scoring.
         progress (`bool`): progress bars.
     """
@@ -133,8 +134,8 @@ class BenchConfig:
     )
     methods: tuple[str, ...] | None = None
     focus: str = "r2m"
-    # The quick tier tries the first two points of every grid (the same budget for every method) to stay < 5 min.
-    max_tries: int | None = 2
+    # The same tuning budget for every method with a search space (TPE in Optuna, through `r2m_hf.tuning.tune`).
+    trials_per_method: int = 8
     sweeps: bool = True
     sweep_values: Mapping[str, tuple] = field(default_factory=dict)
     composability: bool = True
@@ -173,7 +174,7 @@ def tier_config(tier: str = "quick", **overrides: Any) -> BenchConfig:
             n_per_cell=80,
             backbone=None,
             dinov2_layers=None,
-            max_tries=None,
+            trials_per_method=16,
             # Sized for ≤ 45 min on 2 CPU cores (results.json's runtime_s is the measurement). 2 epochs at 3e-5 left
             # FR/FE at chance; 4 epochs at 5e-5 gave every family ≥ 0.83 own-family AUC in a 360-image trial.
             specialist=TrainRecipe(epochs=4, lr=5e-5, head_lr=1e-3, batch_size=32),
@@ -192,12 +193,14 @@ class ModelScores:
     """One row of the results: a model's per-family metrics on each split and how it was chosen.
 
     Args:
-        name (`str`): the row label (a specialist, a baseline detector or a merge method's grid row).
+        name (`str`): the row label (a specialist, a baseline detector, ``method`` or ``method (tuned)``).
         kind (`str`): `specialist`, `joint`, `probe` or `merge`.
-        splits (`dict`): `{split: {"families": {family: metrics}, "mean": {...}}}`.
-        params (`dict`): the chosen merge parameters, with `merge_method`.
-        validation_auc (`float`, *optional*): the selection score of the chosen point.
-        tries (`list[dict]`): every grid point tried (`params`, `validation_auc`).
+        splits (`dict`): `{split: {"families": {family: metrics}, "mean": {...}, "threshold": t}}`; the test
+            splits carry the threshold chosen on the validation split (equal error rate) and `acc_threshold`.
+        params (`dict`): the merge parameters, with `merge_method`.
+        validation_auc (`float`, *optional*): the selection score (mean AUC over the validation families).
+        tries (`list[dict]`): every tuning trial of the method (`params`, `validation_auc`, `state`, `number`).
+        setting (`str`, *optional*): ``defaults`` (package defaults, untuned) or ``tuned`` for merges.
         folder (`str`, *optional*): the scored model folder.
         report (`dict`, *optional*): the merge method's own report (the `method` section of `merge_report.json`).
         warnings (`list[str]`): the merge's warnings (the `warnings` of `merge_report.json`).
@@ -209,6 +212,7 @@ class ModelScores:
     params: dict[str, Any] = field(default_factory=dict)
     validation_auc: float | None = None
     tries: list[dict[str, Any]] = field(default_factory=list)
+    setting: str | None = None
     folder: str | None = None
     report: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)

@@ -1,10 +1,11 @@
 """The benchmark's merges: YAML recipes merged through :func:`r2m_hf.merge`, the path users take.
 
-Owns the selection of every grid row on the validation split (the same budget of tries for every method with a
-scaling factor; the test splits are scored only for the chosen point), the re-merge of a chosen recipe with the
-LoRA-trained specialist in place of its full fine-tune, the declared sensitivity sweeps (reported on validation and
-test, never used to choose) and the composability study (three specialists, then the fourth added by editing the
-YAML, as a user would).
+Owns the merges at each method's package defaults, the tuning of every method on the validation split through
+:func:`r2m_hf.tuning.tune` (the same budget of trials for every method with a search space; the test splits are
+scored only for each method's best trial), the re-merge of a chosen recipe with the LoRA-trained specialist in place
+of its full fine-tune, the declared sensitivity sweeps around each tuned point (reported on validation and test,
+never used to choose) and the composability study (three specialists, then the fourth added by editing the YAML, as
+a user would).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from .config import COLUMNS, SELECTION_SPLIT, ModelScores
-from .grids import GridRow
 from .scoring import BenchScorer, mean_auc
 
 # A mapping in a method's report with more entries than this is per-tensor detail (e.g. a rank per matrix): it stays
 # in the merge folder's merge_report.json and is left out of results.json.
 MAX_REPORT_ENTRIES = 16
+# What the tuner ranks trials by: the benchmark's selection criterion (mean AUC over the validation families).
+TUNE_METRIC = "auc@families"
 
 
 class Merger:
@@ -86,47 +87,131 @@ def _per_tensor(value: Any) -> bool:
     return isinstance(value, Mapping) and len(value) > MAX_REPORT_ENTRIES
 
 
-def select_on_validation(
-    merger: Merger, scorer: BenchScorer, rows: dict[str, GridRow], *, progress: bool = True
+def merge_defaults(
+    merger: Merger, scorer: BenchScorer, methods: list[str], *, progress: bool = True
 ) -> dict[str, ModelScores]:
-    """Merge every point of every row, keep the best on validation and score it on the test splits.
+    """Merge every method once at its package defaults and score it on validation and the test splits.
 
     Args:
         merger (`Merger`), scorer (`BenchScorer`): where merges are written and how they are scored.
-        rows (`dict[str, GridRow]`): the grid rows.
-        progress (`bool`): a progress bar over every try.
+        methods (`list[str]`): the merge methods, in table order.
+        progress (`bool`): a progress bar over the methods.
 
     Returns:
-        `dict[str, ModelScores]`: one scored row per grid row (`tries` lists every point's validation AUC).
+        `dict[str, ModelScores]`: one row per method, named after it (`setting="defaults"`).
     """
     from tqdm.auto import tqdm
 
-    scored = {}
-    bar = tqdm(total=sum(len(r.points) for r in rows.values()), desc="Merging (validation grid)", disable=not progress)
-    for label, row in rows.items():
-        tries = []
-        for i, params in enumerate(row.points):
-            out, report = merger.merge(f"{_slug(label)}-{i}", row.method, params)
-            val = scorer.evaluate(out, (SELECTION_SPLIT,))[SELECTION_SPLIT]
-            tries.append({"params": params, "validation_auc": mean_auc(val), "folder": out, "merge_report": report})
-            bar.update(1)
-        best = max(tries, key=lambda t: np.nan_to_num(t["validation_auc"], nan=-1.0))
-        for t in tries:
-            if t is not best:
-                shutil.rmtree(t["folder"], ignore_errors=True)
-        scored[label] = ModelScores(
-            name=label,
-            kind="merge",
-            folder=str(best["folder"]),
-            splits=scorer.evaluate(best["folder"], tuple(COLUMNS.values())),
-            params={"merge_method": row.method, **best["params"]},
-            validation_auc=best["validation_auc"],
-            tries=[{"params": t["params"], "validation_auc": t["validation_auc"]} for t in tries],
-            report=compact_report(best["merge_report"].method),
-            warnings=list(best["merge_report"].warnings),
-        )
-    bar.close()
-    return scored
+    rows = {}
+    for method in tqdm(methods, desc="Merging (package defaults)", disable=not progress):
+        out, report = merger.merge(f"defaults-{_slug(method)}", method, {})
+        rows[method] = _scored(scorer, method, out, report, method, {}, setting="defaults")
+    return rows
+
+
+def tune_methods(
+    merger: Merger,
+    scorer: BenchScorer,
+    dataset: Any,
+    methods: list[str],
+    *,
+    trials_per_method: int,
+    seed: int,
+    batch_size: int,
+    plots: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, ModelScores], dict[str, Any]]:
+    """Tune every method with a search space on the validation split (:func:`r2m_hf.tuning.tune`, the path users
+    take, with the same budget for each), then merge each method's best trial and score it on the test splits.
+
+    Args:
+        merger (`Merger`), scorer (`BenchScorer`): where merges are written and how they are scored.
+        dataset (`datasets.DatasetDict`): the benchmark (only its validation split is read by the tuner).
+        methods (`list[str]`): the merge methods; those without a search space are left out.
+        trials_per_method (`int`): the budget of every method.
+        seed (`int`): the tuner's seed.
+        batch_size (`int`): images per forward pass.
+        plots (`bool`), progress (`bool`): the tuner's plots and progress bar.
+
+    Returns:
+        `tuple`: rows named ``method (tuned)`` (`setting="tuned"`, `tries` = every trial), and the tuning summary
+        for `results.json` (budgets, trials per minute, time shares, every trial, the leaderboard and plot files).
+    """
+    from ..methods.registry import get_method
+    from ..tuning import tune
+
+    tunable = [m for m in methods if get_method(m).search_space]
+    if not tunable or trials_per_method < 1:
+        return {}, {}
+    recipe = merger.write_recipe("tune", tunable[0], {})
+    found = tune(
+        recipe,
+        dataset,
+        output_dir=merger.work / "tune",
+        split=SELECTION_SPLIT,
+        methods=tunable,
+        trials=trials_per_method * len(tunable),
+        metric=TUNE_METRIC,
+        seed=seed,
+        batch_size=batch_size,
+        plots=plots,
+        progress=progress,
+    )
+    rows = {}
+    for method in tunable:
+        best = found.best_per_method.get(method)
+        if best is None:
+            continue
+        label = f"{method} (tuned)"
+        out, report = merger.merge(f"tuned-{_slug(method)}", method, best.parameters)
+        tries = [
+            {"number": t.number, "state": t.state, "params": t.parameters, "validation_auc": t.value}
+            for t in sorted((t for t in found.trials if t.method == method), key=lambda t: t.number)
+        ]
+        rows[label] = _scored(scorer, label, out, report, method, best.parameters, setting="tuned", tries=tries)
+    finished = [t for t in found.trials if t.state in ("COMPLETE", "PRUNED")]
+    summary = {
+        "metric": found.metric,
+        "split": found.split,
+        "trials_per_method": trials_per_method,
+        "budgets": dict(found.budgets),
+        "counts": found.counts(),
+        "seconds": found.seconds,
+        "read_seconds": found.read_seconds,
+        "in_memory": found.in_memory,
+        "trials_per_minute": 60.0 * len(finished) / found.seconds if found.seconds else None,
+        **found.timing(),
+        "trials": [
+            {
+                "method": t.method,
+                "number": t.number,
+                "state": t.state,
+                "value": t.value,
+                "params": t.parameters,
+                "seconds": t.seconds,
+            }  # fmt: skip
+            for t in found.trials
+        ],
+        "files": {k: str(v) for k, v in found.files.items()},
+    }
+    return rows, summary
+
+
+def _scored(
+    scorer: BenchScorer, label: str, out: Path, report: Any, method: str, params: Mapping[str, Any], **extra: Any
+) -> ModelScores:
+    splits = scorer.evaluate(out, (SELECTION_SPLIT, *COLUMNS.values()))
+    return ModelScores(
+        name=label,
+        kind="merge",
+        folder=str(out),
+        splits={s: splits[s] for s in COLUMNS.values()},
+        params={"merge_method": method, **params},
+        validation_auc=mean_auc(splits[SELECTION_SPLIT]),
+        report=compact_report(report.method),
+        warnings=list(report.warnings),
+        **extra,
+    )
 
 
 def remerge(merger: Merger, scorer: BenchScorer, name: str, chosen: ModelScores, models, tag: str) -> ModelScores:
@@ -145,23 +230,22 @@ def remerge(merger: Merger, scorer: BenchScorer, name: str, chosen: ModelScores,
 
 
 def run_sweep(merger: Merger, scorer: BenchScorer, sweep: Any, chosen: ModelScores) -> dict[str, Any]:
-    """One declared sensitivity sweep around the point chosen for its row, scored on validation and test.
+    """One declared sensitivity sweep around the method's tuned point, scored on validation and test.
 
     Args:
         merger (`Merger`), scorer (`BenchScorer`): where merges are written and how they are scored.
         sweep (`Sweep`): the method's declaration (parameter, values, held and kept parameters).
-        chosen (`ModelScores`): the scored row named by `sweep.row`.
+        chosen (`ModelScores`): the method's tuned row (its parameters are held, `sweep.hold` applied on top).
 
     Returns:
-        `dict`: `{"method", "parameter", "fixed", "points": [{parameter: v, "validation": auc, column: auc, ...}]}`.
+        `dict`: `{"method", "row", "parameter", "fixed", "points": [{parameter: v, "validation": auc, column: auc}]}`.
     """
     from tqdm.auto import tqdm
 
-    params = _parameters(chosen)
-    fixed = {**sweep.hold, **{k: params[k] for k in sweep.keep}}
+    fixed = {k: v for k, v in sweep.point(_parameters(chosen), None).items() if k != sweep.parameter}
     points = []
     for value in tqdm(sweep.values, desc=f"Sweep {sweep.name}", leave=False, disable=not merger.progress):
-        out, _ = merger.merge(f"sweep-{sweep.name}-{value}", chosen.method, sweep.point(params, value))
+        out, _ = merger.merge(f"sweep-{sweep.name}-{value}", chosen.method, {**fixed, sweep.parameter: value})
         res = scorer.evaluate(out, (SELECTION_SPLIT, *COLUMNS.values()))
         points.append(
             {
@@ -171,7 +255,7 @@ def run_sweep(merger: Merger, scorer: BenchScorer, sweep: Any, chosen: ModelScor
             }
         )
         shutil.rmtree(out, ignore_errors=True)
-    return {"method": chosen.method, "row": sweep.row, "parameter": sweep.parameter, "fixed": fixed, "points": points}
+    return {"method": chosen.method, "row": chosen.name, "parameter": sweep.parameter, "fixed": fixed, "points": points}
 
 
 def composability(merger: Merger, scorer: BenchScorer, chosen: ModelScores, specialists) -> dict[str, Any]:
@@ -205,4 +289,4 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").replace("--", "-")
 
 
-__all__ = ["Merger", "compact_report", "composability", "remerge", "run_sweep", "select_on_validation"]
+__all__ = ["Merger", "compact_report", "composability", "merge_defaults", "remerge", "run_sweep", "tune_methods"]

@@ -1,7 +1,8 @@
 """The offline benchmark's figures, drawn from a `results.json` dict (matplotlib, Agg backend).
 
-Per-family AUC bars of the detectors and merges, one AUC-versus-value figure per declared sensitivity sweep, the
-specialists' cross-family AUC and their feature similarity to the averaged model.
+Per-family AUC bars of the detectors and merges, each tuned method beside its package defaults, one
+AUC-versus-value figure per declared sensitivity sweep, the specialists' cross-family AUC and their feature
+similarity to the averaged model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ def make_plots(results: dict[str, Any], output: Path) -> list[str]:
     matplotlib.use("Agg")
 
     paths = [_auc_per_family(results, output)]
+    if any(d.get("setting") == "tuned" for d in results["details"].values()):
+        paths.append(_tuned_vs_defaults(results, output / "tuned_vs_defaults.png"))
     for name, sweep in (results.get("sweeps") or {}).items():
         paths.append(_sweep(sweep, output / f"auc_vs_{name}.png"))
     if results["validity"].get("cross_family_auc"):
@@ -29,11 +32,14 @@ def make_plots(results: dict[str, Any], output: Path) -> list[str]:
 
 
 def _auc_per_family(results: dict[str, Any], output: Path) -> str:
-    """Per-family AUC bars of the joint detector, the probe and every merge, one panel per column."""
+    """Per-family AUC bars of the joint detector, the probe and every tuned merge (every merge in files without
+    tuned rows), one panel per column."""
     import matplotlib.pyplot as plt
 
-    methods = results["methods"]
-    keep = [n for n, d in results["details"].items() if d["kind"] in ("joint", "probe", "merge")]
+    methods, details = results["methods"], results["details"]
+    merges = [n for n, d in details.items() if d["kind"] == "merge"]
+    merges = [n for n in merges if details[n].get("setting") == "tuned"] or merges
+    keep = [n for n, d in details.items() if d["kind"] in ("joint", "probe")] + merges
     fig, axes = plt.subplots(1, 4, figsize=(22, 5), sharey=True)
     for ax, (col, title) in zip(axes, COLUMN_TITLES.items()):
         fams = sorted({f for n in keep for f in methods[n].get(col, {})} - {"mean"}) + ["mean"]
@@ -49,6 +55,29 @@ def _auc_per_family(results: dict[str, Any], output: Path) -> str:
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return _save(fig, output / "auc_per_family.png")
+
+
+def _tuned_vs_defaults(results: dict[str, Any], path: Path) -> str:
+    """Mean test AUC of every method at its package defaults and tuned on validation, one panel per column."""
+    import matplotlib.pyplot as plt
+
+    methods, details = results["methods"], results["details"]
+    names = [n for n, d in details.items() if d["kind"] == "merge" and d.get("setting") == "defaults"]
+    fig, axes = plt.subplots(1, len(COLUMN_TITLES), figsize=(22, 4.5), sharey=True)
+    xs = range(len(names))
+    for ax, (col, title) in zip(axes, COLUMN_TITLES.items()):
+        default = [methods[n].get(col, {}).get("mean") or 0 for n in names]
+        tuned = [methods.get(f"{n} (tuned)", {}).get(col, {}).get("mean") or 0 for n in names]
+        ax.bar([x - 0.2 for x in xs], default, 0.4, label="package defaults", color="#9db4d0")
+        ax.bar([x + 0.2 for x in xs], tuned, 0.4, label="tuned on validation", color="#2b5d95")
+        ax.set_xticks(list(xs), names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{title} (test, mean AUC)")
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0.3, 1.0)
+    axes[0].set_ylabel("AUC")
+    axes[-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _sweep(sweep: dict[str, Any], path: Path) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import COLUMN_TITLES, COLUMNS
 from .families import SEEN_FAMILIES
-from .results import DETAIL_KEYS, focus_of, params_text, rows_of, warnings_of, write_json
+from .results import DETAIL_KEYS, focus_of, params_text, rows_of, setting_of, warnings_of, write_json
 
 
 def write_report(results: dict[str, Any], output: Path, *, plots: bool = True) -> None:
@@ -42,15 +42,16 @@ def summary_rows(method: str | None, report: dict[str, Any] | None) -> list[tupl
 
 
 # ----------------------------------------------------------------------------------------------- markdown
-def markdown_table(results: dict[str, Any]) -> str:
-    """The headline table: AUC per seen family in-distribution, then the mean of each column."""
+def markdown_table(results: dict[str, Any], rows: list[str] | None = None) -> str:
+    """The headline table: AUC per seen family in-distribution, then the mean of each column (every row, or
+    `rows`)."""
     fams = list(SEEN_FAMILIES)
     head = (
         "| method | " + " | ".join(fams) + " | ID mean | unseen gen. | unseen fam. | cross-domain | val AUC | chosen |"
     )
     lines = [head, "|---|" + "---:|" * (len(fams) + 5) + "---|"]
-    for name, m in results["methods"].items():
-        d = results["details"][name]
+    for name in rows if rows is not None else results["methods"]:
+        m, d = results["methods"][name], results["details"][name]
         idd = m.get("in_distribution", {})
         cells = [_f(idd.get(f)) for f in fams] + [_f(m.get(c, {}).get("mean")) for c in COLUMNS]
         cells += [_f(d.get("validation_auc")), params_text(d.get("params") or {})]
@@ -58,31 +59,101 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def headline_tables(results: dict[str, Any]) -> list[str]:
+    """The AUC tables: detectors and merges at their package defaults, then the merges tuned on validation (older
+    files: one table)."""
+    names = list(results["methods"])
+    tuned = [n for n in names if setting_of(results, n) == "tuned"]
+    if not tuned:
+        return ["## AUC", "", markdown_table(results), ""]
+    tuning = results.get("tuning") or {}
+    return [
+        "## AUC: trained detectors and merges at package defaults",
+        "",
+        markdown_table(results, [n for n in names if n not in tuned]),
+        "",
+        f"## AUC: merges tuned on validation ({tuning.get('trials_per_method', '?')} trials per method)",
+        "",
+        markdown_table(results, tuned),
+        "",
+        *_tuned_vs_defaults(results, tuned),
+    ]
+
+
+def _tuned_vs_defaults(results: dict[str, Any], tuned: list[str]) -> list[str]:
+    """Each tuned method beside its package defaults: validation and the test columns' mean AUC."""
+    methods, details = results["methods"], results["details"]
+    lines = [
+        "### Tuned vs defaults (mean AUC; defaults → tuned)",
+        "",
+        "| method | validation | " + " | ".join(COLUMN_TITLES.values()) + " |",
+        "|---|" + "---:|" * (len(COLUMNS) + 1),
+    ]
+    for name in tuned:
+        method = details[name]["params"].get("merge_method")
+        defaults = next((n for n in rows_of(results, method) if setting_of(results, n) == "defaults"), None)
+        pairs = [(details.get(defaults, {}).get("validation_auc"), details[name].get("validation_auc"))]
+        pairs += [(_mean(methods, defaults, c), _mean(methods, name, c)) for c in COLUMNS]
+        lines.append(f"| {method} | " + " | ".join(f"{_f(a)} → {_f(b)}" for a, b in pairs) + " |")
+    lines.append("")
+    return lines
+
+
+def _mean(methods: dict[str, Any], name: str | None, column: str) -> float | None:
+    return methods.get(name, {}).get(column, {}).get("mean")
+
+
+def _accuracy_md(results: dict[str, Any]) -> list[str]:
+    """Accuracy at 0.5 beside accuracy at each model's threshold calibrated on validation (mean over families)."""
+    details = results["details"]
+    if not any(
+        (d["metrics"].get(c) or {}).get("mean", {}).get("acc_threshold") is not None
+        for d in details.values()
+        for c in COLUMNS
+    ):
+        return []
+    calibration = (results.get("selection") or {}).get("calibration", "a threshold chosen on validation")
+    lines = [
+        "## Accuracy: at 0.5 and at a calibrated threshold",
+        "",
+        f"Mean accuracy over families at the default 0.5 and at τ, the {calibration}. A merged head is not "
+        "calibrated (its scores shift with the merge), so 0.5 understates what it can do; `r2m-hf calibrate` stores τ "
+        "with a model. τ is the threshold of the first test column; the test splits never chose it.",
+        "",
+        "| model | τ | " + " | ".join(f"{t} @0.5 | {t} @τ" for t in COLUMN_TITLES.values()) + " |",
+        "|---|---:|" + "---:|---:|" * len(COLUMNS),
+    ]
+    for name, d in details.items():
+        metrics = d["metrics"]
+        tau = (metrics.get(next(iter(COLUMNS))) or {}).get("threshold")
+        cells = []
+        for c in COLUMNS:
+            mean = (metrics.get(c) or {}).get("mean", {})
+            cells += [_f(mean.get("acc")), _f(mean.get("acc_threshold"))]
+        lines.append(f"| {name} | {_f(tau)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 def results_markdown(results: dict[str, Any], figures: list[str]) -> str:
     """The body of `RESULTS.md`."""
     b = results["benchmark"]
     data = b["data"]
-    sel = results["selection"]
-    untuned = [f"`{n}`" for n, g in (sel.get("grids") or {}).items() if g["tries"] == [{}]]
     out = [
         "# Offline forgery benchmark: results",
         "",
         f"Tier **{b['tier']}**, seed {b['seed']}, backbone: {b['backbone']}, images {data['image_size']} px, "
         f"split sizes {data['split_sizes']}. Regenerate with `python -m r2m_hf.bench --tier {b['tier']}` "
         "(or `r2m-hf bench`); docs/benchmark.md describes the benchmark. AUC with fake as the positive class; each "
-        "family is scored against the split's shared reals; means are over families. Hyperparameters were chosen on "
-        f"the `{sel['split']}` split ({sel['criterion']}) with the same budget of tries for every method that has a "
-        f"scaling factor ({_budget(results)}; {_join(untuned) or 'no row'} are one untuned try each, at the "
-        "package defaults); the test splits were never used to choose.",
+        "family is scored against the split's shared reals; means are over families. " + _selection_text(results),
         "",
-        "## AUC",
-        "",
-        markdown_table(results),
-        "",
+        *headline_tables(results),
     ]
     for col, title in COLUMN_TITLES.items():
         out += [f"### {title} (AUC per family; EER/AP/ACC means)", "", _detail_table(results, col), ""]
+    out += _accuracy_md(results)
     out += _focus_md(results)
+    out += _tuning_md(results)
     out += _warnings_md(results)
     out += _defaults_md(results)
     out += _validity_md(results)
@@ -101,14 +172,43 @@ def results_markdown(results: dict[str, Any], figures: list[str]) -> str:
     return "\n".join(out)
 
 
+def _selection_text(results: dict[str, Any]) -> str:
+    sel = results["selection"]
+    grids = sel.get("grids")
+    if grids is not None:  # files before the benchmark tuned with `r2m_hf.tuning.tune`
+        untuned = [f"`{n}`" for n, g in grids.items() if g["tries"] == [{}]]
+        return (
+            f"Hyperparameters were chosen on the `{sel['split']}` split ({sel['criterion']}) with the same budget of "
+            f"tries for every method that has a scaling factor ({_budget(results)}; {_join(untuned) or 'no row'} are "
+            "one untuned try each, at the package defaults); the test splits were never used to choose."
+        )
+    tuning = results.get("tuning") or {}
+    return (
+        "Every method is merged once at its package defaults (untuned) and, when it declares a search space, tuned "
+        f"on the `{sel['split']}` split with `r2m-hf tune` (Optuna TPE, seeded, pruning clearly worse trials; "
+        f"objective: {sel['criterion']}) with the same budget for every method "
+        f"({tuning.get('trials_per_method', '?')} trials); the best trial of each method is merged with `r2m-hf merge` "
+        "and scored on the test splits, which were never used to choose."
+    )
+
+
 def _detail_table(results: dict[str, Any], column: str) -> str:
     fams = sorted({f for m in results["methods"].values() for f in m.get(column, {}) if f != "mean"})
-    lines = ["| method | " + " | ".join(fams) + " | mean AUC | mean EER | mean AP | mean ACC |"]
-    lines.append("|---|" + "---:|" * (len(fams) + 4))
+    means = {n: d["metrics"].get(column, {}).get("mean", {}) for n, d in results["details"].items()}
+    calibrated = any(m.get("acc_threshold") is not None for m in means.values())  # older files have none
+    keys = DETAIL_KEYS if calibrated else tuple(k for k in DETAIL_KEYS if k != "acc_threshold")
+    titles = {
+        "auc": "mean AUC",
+        "eer": "mean EER",
+        "ap": "mean AP",
+        "acc": "mean ACC@0.5",
+        "acc_threshold": "mean ACC@τ",
+    }
+    lines = ["| method | " + " | ".join(fams) + " | " + " | ".join(titles[k] for k in keys) + " |"]
+    lines.append("|---|" + "---:|" * (len(fams) + len(keys)))
     for name, m in results["methods"].items():
         col = m.get(column, {})
-        mean = results["details"][name]["metrics"].get(column, {}).get("mean", {})
-        cells = [_f(col.get(f)) for f in fams] + [_f(mean.get(k)) for k in DETAIL_KEYS]
+        cells = [_f(col.get(f)) for f in fams] + [_f(means[name].get(k)) for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -144,6 +244,57 @@ def _focus_md(results: dict[str, Any]) -> list[str]:
         lines += [f"| {label} | {value} |" for label, value in diagnostics]
     lines.append("")
     return lines
+
+
+def _tuning_md(results: dict[str, Any]) -> list[str]:
+    """The tuner's budgets, speed and per-method outcome, with how many trials it took to beat the defaults."""
+    tuning = results.get("tuning") or {}
+    if not tuning:
+        return []
+    details = results["details"]
+    share = tuning.get("merge_share")
+    lines = [
+        "## Tuning",
+        "",
+        f"`r2m-hf tune` on the `{tuning['split']}` split, objective `{tuning['metric']}`: "
+        f"{sum(tuning['budgets'].values())} trials ({tuning['trials_per_method']} per method) in "
+        f"{tuning['seconds']:.0f} s, **{tuning.get('trials_per_minute') or 0:.1f} trials/min** "
+        f"({tuning.get('seconds_per_trial') or 0:.2f} s per trial, "
+        + (f"{share:.0%} merging, {tuning.get('eval_share') or 0:.0%} scoring" if share is not None else "")
+        + f"); the specialists were read once ({tuning.get('read_seconds') or 0:.1f} s) and merged "
+        + ("in memory" if tuning.get("in_memory") else "streamed from disk")
+        + " in every trial. The full leaderboard is `tuning/leaderboard.md`.",
+        "",
+        "| method | trials (complete / pruned / failed) | best validation | defaults' validation | trials to beat "
+        "the defaults | best parameters |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for method, budget in tuning["budgets"].items():
+        counts = (tuning.get("counts") or {}).get(method, {})
+        trials = sorted((t for t in tuning["trials"] if t["method"] == method), key=lambda t: t["number"])
+        complete = [t["value"] for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
+        best = max(complete) if complete else None
+        defaults = details[method]["validation_auc"] if method in details else None
+        reach = _trials_to_reach(trials, defaults)
+        tuned = details.get(f"{method} (tuned)", {})
+        lines.append(
+            f"| {method} | {len(trials)} of {budget} ({counts.get('COMPLETE', 0)} / {counts.get('PRUNED', 0)} / "
+            f"{counts.get('FAIL', 0)}) | {_f(best)} | {_f(defaults)} | "
+            f"{'not reached' if reach is None and defaults is not None else reach or '—'} | "
+            f"{params_text(tuned.get('params') or {})} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _trials_to_reach(trials: list[dict[str, Any]], value: float | None) -> int | None:
+    """1-based count of trials (in trial order) until the first complete one scores at least `value`."""
+    if value is None:
+        return None
+    for count, t in enumerate(trials, 1):
+        if t["state"] == "COMPLETE" and t["value"] is not None and t["value"] >= value:
+            return count
+    return None
 
 
 def _warnings_md(results: dict[str, Any]) -> list[str]:

@@ -2,9 +2,10 @@
 
 ``results.json`` has the documented schema ``{"methods": {name: {"in_distribution": {family: auc, "mean": ...},
 "unseen_generators": ..., "unseen_families": ..., "cross_domain": ...}}, "validity": {...}}`` (AUC values), plus
-``benchmark`` (tier, backbone, training recipes, data), ``details`` (EER/AP/ACC, chosen hyperparameters, every
-validation try and the merge method's own report), ``selection`` (split, criterion, every declared grid row and the
-focus method's chosen row), ``sweeps``, ``composability`` and ``runtime_s``.
+``benchmark`` (tier, backbone, training recipes, data), ``details`` (EER/AP/ACC at 0.5 and at the validation-calibrated
+threshold, the setting — package defaults or tuned —, the hyperparameters, every tuning trial and the merge method's
+own report), ``selection`` (split, criterion, the focus method's chosen row), ``tuning`` (the tuner's budgets, speed
+and every trial), ``sweeps``, ``composability`` and ``runtime_s``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 from .config import COLUMNS, SELECTION_CRITERION, SELECTION_SPLIT
 
-DETAIL_KEYS = ("auc", "eer", "ap", "acc")
+CALIBRATION = "threshold at the equal error rate of the validation split (each model its own)"
+
+DETAIL_KEYS = ("auc", "eer", "ap", "acc", "acc_threshold")
 
 
 def build_results(
@@ -28,7 +31,7 @@ def build_results(
     composability: dict[str, Any] | None,
     *,
     focus_row: str | None,
-    grids: dict[str, Any],
+    tuning: dict[str, Any],
     runtime: dict[str, float],
     manifest: dict[str, Any],
 ) -> dict[str, Any]:
@@ -39,7 +42,7 @@ def build_results(
         rows (`dict[str, ModelScores]`): every scored row.
         validity (`dict`), sweeps (`dict`), composability (`dict`, *optional*): the other sections.
         focus_row (`str`, *optional*): the validation-chosen row of `cfg.focus`.
-        grids (`dict[str, GridRow]`): every method's declared grid rows (as tried: cut to `cfg.max_tries`).
+        tuning (`dict`): the tuner's summary (see `r2m_hf.bench.merging.tune_methods`).
         runtime (`dict[str, float]`): seconds per stage.
         manifest (`dict`): the data's tier, seed, size and split sizes.
 
@@ -55,11 +58,13 @@ def build_results(
             fams = ms.splits[split]["families"]
             entry[col] = {f: _num(m["auc"]) for f, m in fams.items()} | {"mean": _num(ms.splits[split]["mean"]["auc"])}
             det[col] = {f: {k: _num(m.get(k)) for k in DETAIL_KEYS} for f, m in fams.items()} | {
-                "mean": {k: _num(ms.splits[split]["mean"].get(k)) for k in DETAIL_KEYS}
+                "mean": {k: _num(ms.splits[split]["mean"].get(k)) for k in DETAIL_KEYS},
+                "threshold": _num(ms.splits[split].get("threshold")),
             }
         methods[name] = entry
         details[name] = {
             "kind": ms.kind,
+            "setting": ms.setting,
             "params": ms.params,
             "validation_auc": _num(ms.validation_auc),
             "tries": ms.tries,
@@ -84,10 +89,11 @@ def build_results(
         "selection": {
             "split": SELECTION_SPLIT,
             "criterion": SELECTION_CRITERION,
-            "grids": {label: {"method": row.method, "tries": list(row.points)} for label, row in grids.items()},
+            "calibration": CALIBRATION,
             "focus": cfg.focus,
             "focus_row": focus_row,
         },
+        "tuning": tuning,
         "sweeps": sweeps,
         "composability": composability,
         "runtime_s": dict(runtime),
@@ -122,9 +128,25 @@ def focus_of(results: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def rows_of(results: dict[str, Any], method: str) -> list[str]:
-    """The grid rows of `method` that were run, in table order."""
-    grids = (results.get("selection") or {}).get("grids") or {}
-    return [n for n in results["details"] if n in grids and grids[n]["method"] == method]
+    """The merge rows of `method` that were run (defaults, tuned; older files: its grid rows), in table order."""
+    grids = (results.get("selection") or {}).get("grids")
+    if grids is not None:
+        return [n for n in results["details"] if n in grids and grids[n]["method"] == method]
+    return [
+        n for n, d in results["details"].items() if d["kind"] == "merge" and d["params"].get("merge_method") == method
+    ]
+
+
+def setting_of(results: dict[str, Any], name: str) -> str | None:
+    """``defaults`` or ``tuned`` for a merge row (older files: ``defaults`` for a one-point empty grid, else
+    ``grid``), None for a trained detector."""
+    d = results["details"][name]
+    if d["kind"] != "merge":
+        return None
+    if d.get("setting"):
+        return d["setting"]
+    grid = ((results.get("selection") or {}).get("grids") or {}).get(name) or {}
+    return "defaults" if grid.get("tries") == [{}] else "grid"
 
 
 def warnings_of(details: dict[str, Any]) -> list[str]:
@@ -134,7 +156,14 @@ def warnings_of(details: dict[str, Any]) -> list[str]:
 
 def params_text(params: dict[str, Any]) -> str:
     """`key=value` pairs of merge parameters (the method name left out)."""
-    return ", ".join(f"{k}={v}" for k, v in params.items() if k != "merge_method")
+    return ", ".join(f"{k}={_short(v)}" for k, v in params.items() if k != "merge_method")
+
+
+def _short(value: Any) -> str:
+    """Tuned floats to 3 significant digits (the leaderboard and results.json keep them whole)."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return str(value)
+    return f"{value:.3g}" if 0 < abs(value) < 0.01 else str(round(value, 3))
 
 
 def _num(v: Any) -> float | None:
@@ -161,4 +190,13 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
-__all__ = ["DETAIL_KEYS", "build_results", "focus_of", "params_text", "rows_of", "warnings_of", "write_json"]
+__all__ = [
+    "DETAIL_KEYS",
+    "build_results",
+    "focus_of",
+    "params_text",
+    "rows_of",
+    "setting_of",
+    "warnings_of",
+    "write_json",
+]

@@ -3,11 +3,13 @@
 :func:`run_benchmark` is what ``python -m r2m_hf.bench`` and ``r2m-hf bench`` call. It builds (or reuses from the
 cache) the benchmark data and the backbone, fine-tunes the specialists (one per seen family, one of them saved as
 ``{0: FAKE, 1: REAL}``, one family also as a LoRA adapter), a jointly trained detector and a linear probe, then merges
-the specialists with every registered method through YAML recipes and :func:`r2m_hf.merge`, the path users take.
-Each method's grid rows and sensitivity sweeps are its own declarations (:mod:`r2m_hf.bench.grids`); the
-hyperparameters are chosen on the ``validation`` split with the same budget of tries, and the test splits are scored
-only for the chosen points, the sweeps and composability. Models are loaded and scored as a user does, with
-:mod:`r2m_hf.evaluation`. The report (table, ``results.json``, ``RESULTS.md``, plots) is :mod:`r2m_hf.bench.report`'s.
+the specialists with every registered method through YAML recipes and :func:`r2m_hf.merge`, the path users take:
+once at each method's package defaults, and once with the hyperparameters :func:`r2m_hf.tuning.tune` chose on the
+``validation`` split (the same budget of trials for every method with a search space; the test splits are scored
+only for the chosen points, the sweeps and composability). Each method's search space and sensitivity sweeps are its
+own declarations. Models are loaded and scored as a user does, with :mod:`r2m_hf.evaluation`; accuracy is reported
+at 0.5 and at a threshold calibrated on the validation split. The report (table, ``results.json``, ``RESULTS.md``,
+plots) is :mod:`r2m_hf.bench.report`'s.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from .config import (
     ModelScores,
     tier_config,
 )
+from .declarations import bench_methods, sensitivity_sweeps
 from .families import SEEN_FAMILIES
-from .grids import GridRow, benchmark_rows, sensitivity_sweeps
-from .merging import Merger, composability, remerge, run_sweep, select_on_validation
+from .merging import Merger, composability, merge_defaults, remerge, run_sweep, tune_methods
 from .scoring import BenchScorer, feature_similarity
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ class BenchRun:
         lora (`Path`): the LoRA adapter specialist of `LORA_FAMILY`.
         detectors (`list[tuple[str, str, Path]]`): (row name, kind, folder) of every trained detector.
         scorer (`BenchScorer`), merger (`Merger`): how models are scored and merged.
-        grid (`dict[str, GridRow]`): the merge rows run; `rows`: every scored row (detectors and merges).
+        methods (`list[str]`): the merge methods run; `rows`: every scored row (detectors and merges).
+        tuning (`dict`): the tuner's summary (budgets, trials per minute, every trial).
         sweeps (`dict`), composability (`dict`), validity (`dict`): the other sections of the results.
     """
 
@@ -79,7 +82,8 @@ class BenchRun:
     detectors: list[tuple[str, str, Path]] = field(default_factory=list)
     scorer: BenchScorer | None = None
     merger: Merger | None = None
-    grid: dict[str, GridRow] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=list)
+    tuning: dict[str, Any] = field(default_factory=dict)
     rows: dict[str, ModelScores] = field(default_factory=dict)
     sweeps: dict[str, Any] = field(default_factory=dict)
     composability: dict[str, Any] | None = None
@@ -87,9 +91,10 @@ class BenchRun:
 
     @property
     def focus_row(self) -> str | None:
-        """The grid row of `cfg.focus` chosen on validation (its best row), or None when the method was not run."""
-        rows = [n for n, r in self.rows.items() if n in self.grid and r.method == self.cfg.focus]
-        return max(rows, key=lambda n: self.rows[n].validation_auc or -1) if rows else None
+        """The row of `cfg.focus` chosen on validation (tuned, else at its defaults), or None when it did not run."""
+        rows = [n for n, r in self.rows.items() if r.kind == "merge" and r.method == self.cfg.focus]
+        tuned = [n for n in rows if self.rows[n].setting == "tuned"]
+        return (tuned or [n for n in rows if self.rows[n].setting == "defaults"] or [None])[0]
 
 
 def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
@@ -111,7 +116,8 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     stage_backbone(run)
     stage_detectors(run)
     stage_score_detectors(run)
-    stage_merges(run)
+    stage_defaults(run)
+    stage_tuning(run)
     stage_lora_merge(run)
     stage_sweeps(run)
     stage_composability(run)
@@ -202,16 +208,29 @@ def stage_score_detectors(run: BenchRun) -> None:
     run.timer.mark("detectors scored")
 
 
-def stage_merges(run: BenchRun) -> None:
-    """Every method's declared grid rows, each chosen on validation with the same budget, scored on the tests."""
+def stage_defaults(run: BenchRun) -> None:
+    """Every method once at its package defaults (untuned), scored on validation and the test splits."""
     cfg = run.cfg
     work = cfg.cache_dir / "merges"
     if work.exists():
         shutil.rmtree(work)
     run.merger = Merger(work, run.backbone, run.specialists, progress=cfg.progress)
-    run.grid = benchmark_rows(cfg.methods, cfg.max_tries)
-    run.rows.update(select_on_validation(run.merger, run.scorer, run.grid, progress=cfg.progress))
-    run.timer.mark(f"merges ({run.merger.count} merged)")
+    run.methods = bench_methods(cfg.methods)
+    run.rows.update(merge_defaults(run.merger, run.scorer, run.methods, progress=cfg.progress))
+    run.timer.mark(f"merges at defaults ({run.merger.count} merged)")
+
+
+def stage_tuning(run: BenchRun) -> None:
+    """Every method with a search space tuned on validation with `r2m_hf.tuning.tune` (equal budgets), its best
+    trial merged and scored on the test splits."""
+    cfg = run.cfg
+    rows, run.tuning = tune_methods(
+        run.merger, run.scorer, run.dataset, run.methods, trials_per_method=cfg.trials_per_method, seed=cfg.seed,
+        batch_size=cfg.eval_batch_size, plots=cfg.plots, progress=cfg.progress,
+    )  # fmt: skip
+    run.rows.update(rows)
+    if run.tuning:
+        run.timer.mark(f"tuning ({sum(run.tuning['budgets'].values())} trials, {len(rows)} best merged)")
 
 
 def stage_lora_merge(run: BenchRun) -> None:
@@ -225,12 +244,13 @@ def stage_lora_merge(run: BenchRun) -> None:
 
 
 def stage_sweeps(run: BenchRun) -> None:
-    """The sensitivity sweeps the methods declare, around each sweep row's chosen point (never used to choose)."""
+    """The sensitivity sweeps the methods declare, around each method's tuned point (never used to choose)."""
     if not run.cfg.sweeps:
         return
-    sweeps = sensitivity_sweeps(run.grid, dict(run.cfg.sweep_values))
-    for sweep in sweeps:
-        run.sweeps[sweep.name] = run_sweep(run.merger, run.scorer, sweep, run.rows[sweep.row])
+    tuned = {r.method: r for r in run.rows.values() if r.setting == "tuned"}
+    sweeps = sensitivity_sweeps(list(tuned), dict(run.cfg.sweep_values))
+    for method, sweep in sweeps:
+        run.sweeps[sweep.name] = run_sweep(run.merger, run.scorer, sweep, tuned[method])
     if sweeps:
         run.timer.mark("sweeps")
 
@@ -256,7 +276,7 @@ def stage_validity(run: BenchRun) -> None:
     if run.cfg.validity:
         run.validity["trivial_detector"] = trivial_detector_check(run.dataset, seed=run.cfg.seed)
         run.timer.mark("trivial detector")
-    average = next((r for n, r in run.rows.items() if n in run.grid and r.method == "average"), None)
+    average = next((r for r in run.rows.values() if r.setting == "defaults" and r.method == "average"), None)
     if average is not None:
         similarity = feature_similarity(run.scorer, COLUMNS["in_distribution"], run.specialists, Path(average.folder))
         run.validity["feature_similarity"] = similarity
@@ -276,10 +296,11 @@ def stage_report(run: BenchRun) -> dict[str, Any]:
         run.sweeps,
         run.composability,
         focus_row=run.focus_row,
-        grids=benchmark_rows(None, cfg.max_tries),
+        tuning=run.tuning,
         runtime=run.timer.marks,
         manifest=_manifest(run.data_dir),
     )
+    _copy_leaderboard(run.tuning, output / "tuning", hide=cfg.cache_dir)
     report.write_report(results, output, plots=cfg.plots)
     if cfg.plots:
         contact_sheet(run.dataset, output / "contact_sheet.png", per_generator=6, tile=64)
@@ -293,6 +314,25 @@ def stage_report(run: BenchRun) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+def _copy_leaderboard(tuning: dict[str, Any], folder: Path, *, hide: Path) -> None:
+    """The tuner's leaderboard and plots into the report (not ``best.yaml``: it names this machine's cache; the
+    cache folder in the leaderboards' text becomes ``<bench cache>``)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    files = [Path(f) for k, f in (tuning.get("files") or {}).items() if k != "best_yaml"]
+    for f in files:
+        if not f.is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        if f.suffix in (".md", ".csv"):
+            text = f.read_text(encoding="utf-8").replace(str(hide.resolve()), "<bench cache>")
+            (folder / f.name).write_text(text.replace(str(hide), "<bench cache>"), encoding="utf-8")
+        else:
+            shutil.copy2(f, folder / f.name)
+    if tuning:
+        tuning["files"] = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
 def _quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 

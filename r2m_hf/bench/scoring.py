@@ -18,28 +18,53 @@ import numpy as np
 class BenchScorer:
     """Scores models on the benchmark splits with `r2m_hf.evaluation` (per-family AUC/EER/AP/ACC and their mean).
 
+    Accuracy is reported twice: at 0.5 (`acc`) and at a threshold chosen on the validation split at its equal
+    error rate (`acc_threshold`, with the threshold stored as the split's `threshold`), as a user does with
+    ``r2m-hf calibrate``: merged heads are not calibrated, so 0.5 says little about them.
+
     Args:
         dataset (`datasets.DatasetDict`): the benchmark.
-        splits (`tuple[str, ...]`): the splits that will be scored.
+        splits (`tuple[str, ...]`): the splits that will be scored (the calibration split is always kept).
         batch_size (`int`): images per forward pass.
+        calibration_split (`str`): where thresholds are chosen.
     """
 
-    def __init__(self, dataset: Any, splits: tuple[str, ...], batch_size: int) -> None:
+    def __init__(
+        self, dataset: Any, splits: tuple[str, ...], batch_size: int, *, calibration_split: str = "validation"
+    ) -> None:
         from ..evaluation import load_evaluation_data
 
         self.batch_size = batch_size
-        self.data = {s: load_evaluation_data(dataset, split=s, cache_pixels=True) for s in splits}
+        self.calibration_split = calibration_split
+        wanted = dict.fromkeys((calibration_split, *splits))
+        self.data = {s: load_evaluation_data(dataset, split=s, cache_pixels=True) for s in wanted}
 
     def evaluate(self, model_dir: str | Path, splits: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-        """`{split: {"families": {family: metrics}, "mean": {...}}}` of a model folder or LoRA adapter folder."""
+        """`{split: {"families": {family: metrics}, "mean": {...}}}` of a model folder or LoRA adapter folder.
+
+        Every split other than the calibration split also gets `"threshold"` (chosen on the calibration split at
+        its equal error rate) and `acc_threshold` in its metrics.
+        """
+        from ..detector.calibration import choose_threshold
         from ..evaluation import evaluate_model, load_classifier
 
         model = load_classifier(model_dir)[:2]
-        result = {}
+        result: dict[str, dict[str, Any]] = {}
+        threshold = None
+        if any(s != self.calibration_split for s in splits):
+            val = evaluate_model(model, self.data[self.calibration_split], batch_size=self.batch_size, progress=False)
+            threshold = choose_threshold(val.scores, val.labels, at="eer").value
+            if self.calibration_split in splits:
+                result[self.calibration_split] = {"families": val.families, "mean": val.mean}
         for split in splits:
-            scored = evaluate_model(model, self.data[split], batch_size=self.batch_size, progress=False)
+            if split in result:
+                continue
+            t = None if split == self.calibration_split else threshold
+            scored = evaluate_model(model, self.data[split], batch_size=self.batch_size, progress=False, threshold=t)
             result[split] = {"families": scored.families, "mean": scored.mean}
-        return result
+            if t is not None:
+                result[split]["threshold"] = t
+        return {s: result[s] for s in splits}
 
 
 def mean_auc(split_scores: dict[str, Any]) -> float:

@@ -23,7 +23,8 @@ from r2m_hf.bench.scoring import linear_cka  # noqa: E402
 
 # Every family's specialist is expected to beat chance clearly on its own family, even on the smoke test's smaller data.
 LEARNABLE = ("FS", "FR", "EFS", "FE")
-SMOKE_METHODS = ("average", "task_arithmetic", "r2m (η relative)", "r2m (η fixed)")
+SMOKE_METHODS = ("average", "task_arithmetic", "r2m")
+TRIALS = 3
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
         joint=replace(base.joint, epochs=2),
         probe=replace(base.probe, epochs=5),
         methods=SMOKE_METHODS,
-        max_tries=2,
+        trials_per_method=TRIALS,
         sweeps=True,
         sweep_values={"rho": (0.0, 0.1), "alpha": (0.0, 4.0)},
         validity=False,
@@ -70,8 +71,9 @@ def test_report_files_and_schema(bench):
         "joint training",
         "linear probe",
         "average",
-        "r2m (η relative)",
-        "r2m (η fixed)",
+        "r2m",
+        "r2m (tuned)",
+        "task_arithmetic (tuned)",
     ):
         assert name in rows, name
         assert set(rows[name]) == set(COLUMNS), name
@@ -90,14 +92,34 @@ def test_specialists_beat_chance_on_their_own_family(bench):
         assert cross[fam][fam] > 0.6, (fam, cross[fam])
 
 
-def test_hyperparameters_chosen_on_validation_with_equal_budgets(bench):
+def test_hyperparameters_tuned_on_validation_with_equal_budgets(bench):
     _, results = bench
-    details = results["details"]
-    tried = {n: len(details[n]["tries"]) for n in SMOKE_METHODS if n != "average"}
-    assert len(set(tried.values())) == 1, tried
-    for name in tried:
-        best = max(t["validation_auc"] for t in details[name]["tries"])
-        assert details[name]["validation_auc"] == pytest.approx(best)
+    details, tuning = results["details"], results["tuning"]
+    assert tuning["budgets"] == {"task_arithmetic": TRIALS, "r2m": TRIALS}  # average has nothing to tune
+    assert "average (tuned)" not in details
+    for method in ("task_arithmetic", "r2m"):
+        tuned, defaults = details[f"{method} (tuned)"], details[method]
+        assert tuned["setting"] == "tuned" and defaults["setting"] == "defaults"
+        assert len(tuned["tries"]) == TRIALS
+        complete = [t for t in tuned["tries"] if t["state"] == "COMPLETE"]
+        best = max(complete, key=lambda t: t["validation_auc"])
+        assert {k: tuned["params"][k] for k in best["params"]} == best["params"]
+        # The tuner's in-memory merge and chunked scoring agree with `r2m-hf merge` + the evaluation runner.
+        assert tuned["validation_auc"] == pytest.approx(best["validation_auc"], abs=2e-3)
+        # The first trial is the package defaults: tuning never ends below them on validation.
+        first = tuned["tries"][0]
+        assert first["state"] == "COMPLETE"
+        assert first["validation_auc"] == pytest.approx(defaults["validation_auc"], abs=2e-3)
+        assert tuned["validation_auc"] >= defaults["validation_auc"] - 2e-3
+
+
+def test_accuracy_at_a_threshold_calibrated_on_validation(bench):
+    _, results = bench
+    for name in ("average", "r2m (tuned)", "joint training"):
+        for column in COLUMNS:
+            mean = results["details"][name]["metrics"][column]["mean"]
+            assert 0.0 <= mean["acc_threshold"] <= 1.0 and 0.0 <= mean["acc"] <= 1.0, (name, column)
+            assert 0.0 < results["details"][name]["metrics"][column]["threshold"] < 1.0
 
 
 def test_labels_and_adapter_paths_are_exercised(bench):
@@ -137,20 +159,19 @@ def test_cli_bench_verb_dispatches(monkeypatch, cli, tmp_path):
     assert seen["cfg"].tier == "quick" and seen["cfg"].output == tmp_path / "o"
 
 
-def test_report_records_the_defaults_evidence_and_rerenders(bench):
+def test_report_records_the_tuning_and_rerenders(bench):
     from r2m_hf.bench.__main__ import rerender
 
     cfg, results = bench
     report = cfg.output / "RESULTS.md"
     text = report.read_text()
-    # R²M declares a defaults row beside its tuned rows: every tuned validation try is listed once, beside the defaults
-    section = text.split("### Defaults: every `r2m` try on validation")[1].split("The best validation try")[0]
-    table = [line for line in section.splitlines() if line.startswith("| ")]
-    assert table[0] == "| eta | residual_rank_ratio | alpha | validation AUC |"
-    tries = [t for n in ("r2m (η relative)", "r2m (η fixed)") for t in results["details"][n]["tries"]]
-    assert len(table) - 1 == len(tries) == 4
-    assert "The package defaults of `r2m` are eta=" in section
-    assert "## Where `r2m` stands" in text and "Diagnostics of r2m (η" in text
+    tuning = text.split("## Tuning")[1].split("\n## ")[0]
+    assert "trials/min" in tuning and "| r2m | 3 of 3 (" in tuning and "| task_arithmetic | 3 of 3 (" in tuning
+    assert "## Accuracy: at 0.5 and at a calibrated threshold" in text and "### Tuned vs defaults" in text
+    assert "## Where `r2m` stands" in text and "Diagnostics of r2m (tuned)" in text
+    assert (cfg.output / "tuning" / "leaderboard.md").is_file() and (cfg.output / "tuned_vs_defaults.png").is_file()
+    leaderboard = (cfg.output / "tuning" / "leaderboard.md").read_text()
+    assert str(cfg.cache_dir) not in leaderboard and "<bench cache>" in leaderboard
     report.unlink()
     assert rerender(cfg.output) == 0
     again = report.read_text()
