@@ -7,11 +7,12 @@ The same loop serves the file-streaming merge (``running.py``), multi-process me
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-from .errors import ConfigError, format_validation_error
+from .errors import ConfigError, MethodError, format_validation_error
 from .groups import Group
 from .methods.base import MergeMethod, TensorSlot
 from .methods.registry import get_method
@@ -63,12 +64,30 @@ def run_passes(
     """
     for pass_index in range(method.statistics_passes):
         for slot in slots(pass_index):
-            method.observe(pass_index, slot)
+            with _numerical_failure(method, slot):
+                method.observe(pass_index, slot)
         if all_reduce is not None:
             method.reduce(pass_index, all_reduce)
-        method.end_pass(pass_index)
+        with _numerical_failure(method, None):
+            method.end_pass(pass_index)
     for slot in slots(method.statistics_passes):
-        yield slot, method.merge(slot)
+        with _numerical_failure(method, slot):
+            merged = method.merge(slot)
+        yield slot, merged
+
+
+@contextmanager
+def _numerical_failure(method: MergeMethod, slot: TensorSlot | None) -> Iterator[None]:
+    """A decomposition that does not converge on these weights is a `MethodError` naming the method and tensor."""
+    try:
+        yield
+    except torch.linalg.LinAlgError as exc:
+        where = f"tensor {slot.name}" if slot is not None else "its whole-model statistics"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MethodError(
+            f"{method.name}: a matrix decomposition failed on {where} ({first}); try other parameters for "
+            f"{method.name} or another method"
+        ) from None
 
 
 def merge_state_dicts(

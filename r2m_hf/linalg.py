@@ -73,13 +73,38 @@ def gram(rows: torch.Tensor, *, chunk: int = GRAM_CHUNK) -> torch.Tensor:
 
 def svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD `A = U diag(S) Vh` (batched over leading dimensions), in the tall orientation and at least float32."""
-    import torch
 
     a = matrix.to(compute_dtype(matrix))
     if a.shape[-2] < a.shape[-1]:
-        u, s, vh = torch.linalg.svd(a.mT, full_matrices=False)
+        u, s, vh = _robust_svd(a.mT)
         return vh.mT, s, u.mT
-    return torch.linalg.svd(a, full_matrices=False)
+    return _robust_svd(a)
+
+
+def _robust_svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`torch.linalg.svd` of a tall matrix; when LAPACK's divide-and-conquer driver does not converge (it can on
+    matrices with many repeated singular values, e.g. stacked orthonormal bases), again in float64, then through the
+    eigendecomposition of the small Gram matrix. The result has `a`'s dtype."""
+    import torch
+
+    try:
+        return torch.linalg.svd(a, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        pass
+    try:
+        u, s, vh = torch.linalg.svd(a.double(), full_matrices=False)
+        return u.to(a.dtype), s.to(a.dtype), vh.to(a.dtype)
+    except torch.linalg.LinAlgError:
+        pass
+    d = a.double()
+    evals, v = torch.linalg.eigh(d.mT @ d)  # ascending
+    evals, v = evals.flip(-1), v.flip(-1)
+    s = evals.clamp_min(0).sqrt()
+    tiny = s.amax(-1, keepdim=True) * (torch.finfo(torch.float64).eps * max(a.shape[-2:]))
+    u = (d @ v) / s.clamp_min(tiny.clamp_min(torch.finfo(torch.float64).tiny)).unsqueeze(-2)
+    q, r = torch.linalg.qr(u)  # orthonormal columns also where s is (near) zero, signs kept
+    u = q * torch.where(r.diagonal(dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(q.dtype).unsqueeze(-2)
+    return u.to(a.dtype), s.to(a.dtype), v.mT.to(a.dtype)
 
 
 def randomized_svd(

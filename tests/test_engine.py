@@ -94,3 +94,21 @@ def test_run_passes_streams_statistics_passes_then_the_merge_pass(distributed):
         ("observe", 1, "x"), ("observe", 1, "y"), *reduce1, ("end_pass", 1),
         ("merge", "x"), ("merge", "y"),
     ]  # fmt: skip
+
+
+def test_a_decomposition_that_does_not_converge_is_a_method_error(monkeypatch):
+    """LAPACK failing on a tensor (seen with Iso-CTS on real weights before the SVD fallback) is one line naming the
+    method and the tensor, not a traceback, and the tuner records it as a failed trial."""
+    from r2m_hf.errors import MethodError
+
+    def no_convergence(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge (error code: 1).")
+
+    monkeypatch.setattr(torch.linalg, "svd", no_convergence)
+    monkeypatch.setattr(torch.linalg, "eigh", no_convergence)
+    gen = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(8, 6, generator=gen), "b": torch.randn(6, generator=gen)}
+    models = [{k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base.items()} for _ in range(2)]
+    groups = {"w": Group.TRUNCATABLE, "b": Group.VECTOR}
+    with pytest.raises(MethodError, match=r"^iso_c: a matrix decomposition failed on tensor w \(linalg.svd: The"):
+        merge_state_dicts("iso_c", {}, base, models, groups)

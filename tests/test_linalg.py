@@ -172,3 +172,35 @@ def test_gram_over_millions_of_columns_keeps_float64_accuracy():
 def test_gram_accepts_half_precision():
     rows = torch.randn(2, 300, generator=torch.Generator().manual_seed(8)).to(torch.bfloat16)
     assert torch.allclose(gram(rows), rows.double() @ rows.double().T, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_svd_falls_back_when_lapack_does_not_converge(monkeypatch, failures):
+    """LAPACK's divide-and-conquer SVD can fail on matrices with many repeated singular values (seen on Iso-CTS's
+    stacked bases): the SVD is retried in float64, then taken from the Gram matrix's eigendecomposition."""
+    import torch
+
+    from r2m_hf import linalg
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 40, 12, generator=gen)
+    a[:, :, -1] = 0.0  # a zero singular value: the fallback must still give orthonormal U
+    real_svd = torch.linalg.svd
+    calls = []
+
+    def flaky(x, *args, **kwargs):
+        calls.append(x.dtype)
+        if len(calls) <= failures:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real_svd(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    for matrix in (a, a.mT):
+        calls.clear()
+        u, s, vh = linalg.svd(matrix)
+        assert u.dtype == s.dtype == vh.dtype == torch.float32
+        assert torch.allclose(u @ torch.diag_embed(s) @ vh, matrix, atol=1e-4)
+        eye = torch.eye(u.shape[-1]).expand(3, -1, -1)
+        assert torch.allclose(u.mT @ u, eye, atol=1e-4) and torch.allclose(vh @ vh.mT, eye, atol=1e-4)
+        assert torch.all(s[..., :-1] >= s[..., 1:])
+        assert calls[:failures] == [torch.float32, torch.float64][:failures]
