@@ -441,9 +441,10 @@ def write_report(results: dict, path: Path, plot: Path | None) -> None:
         naive = f"{r['naive_seconds']:.1f} / {r['naive_peak_rss_gib']:.2f}" if "naive_seconds" in r else "–"
         mk = f"{r['mergekit_seconds']:.1f} / {r['mergekit_peak_rss_gib']:.2f}" if "mergekit_seconds" in r else "–"
         merging = f"{r['merge_seconds']:.1f}" if "merge_seconds" in r else "–"
+        times_average = f"{r['seconds'] / avg:.2f}" if avg else "–"
         lines.append(
             f"| {r['shape']} | {r['n']} | {r['method']} | {r['seconds']:.1f} | {merging} | "
-            f"{r['seconds'] / r['read_floor']:.0f} | {(r['seconds'] / avg) if avg else float('nan'):.2f} | "
+            f"{r['seconds'] / r['read_floor']:.0f} | {times_average} | "
             f"{r['peak_rss_gib']:.2f} | {r['input_gib']:.2f} | {naive} | {mk} |"
         )
     slopes = _slopes(rows)

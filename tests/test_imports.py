@@ -172,7 +172,8 @@ def test_every_module_imports_in_a_fresh_interpreter():
         "from r2m_hf.cli import main\ntry:\n    main(['merge', '--help'])\nexcept SystemExit:\n    pass",
         "from r2m_hf.cli import main\ntry:\n    main(['check-specialist', '--help'])\nexcept SystemExit:\n    pass",
         "from r2m_hf.cli import main\nassert main(['methods']) == 0 and main(['methods', '--markdown']) == 0",
-        "from r2m_hf.methods.registry import get_method\nget_method('r2m').sensitivity_sweeps()\nget_method('r2m').rule()",
+        "from r2m_hf.methods.registry import get_method\n"
+        "get_method('r2m').sensitivity_sweeps()\nget_method('r2m').rule()",
     ],
     ids=["import", "help", "merge-help", "check-specialist-help", "methods", "method-metadata"],
 )

@@ -33,6 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tuning trials per method, the same for every method (default: 8 at the quick tier, 10 at the full tier)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        metavar="A,B",
+        help="comma-separated merge methods to run (default: every registered method)",
+    )
+    parser.add_argument(
         "--rerender",
         action="store_true",
         help="only rewrite RESULTS.md and the plots from the --output folder's results.json (no data, no training)",
@@ -48,7 +61,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .config import tier_config
     from .run import run_benchmark
 
-    cfg = tier_config(args.tier, seed=args.seed, output=args.output, cache=args.cache, progress=not args.no_progress)
+    overrides = {} if args.trials is None else {"trials_per_method": args.trials}
+    if args.methods:
+        overrides["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    cfg = tier_config(
+        args.tier, seed=args.seed, output=args.output, cache=args.cache, progress=not args.no_progress, **overrides
+    )
     run_benchmark(cfg)
     return 0
 

@@ -106,7 +106,7 @@ class BenchConfig:
             the validation split with :func:`r2m_hf.tuning.tune`.
         focus (`str`): the method whose tuned recipe is re-merged with the LoRA specialist and used for the
             composability study, and whose standing the report summarises.
-        trials_per_method (`int`): the tuner's budget, the same for every tuned method (8 at the quick tier, 16 at
+        trials_per_method (`int`): the tuner's budget, the same for every tuned method (8 at the quick tier, 10 at
             the full tier); 0 skips tuning.
         sweeps (`bool`): run the sensitivity sweeps the methods declare, around each method's tuned point;
             `sweep_values` replaces the values of the sweeps it names.
@@ -174,7 +174,7 @@ def tier_config(tier: str = "quick", **overrides: Any) -> BenchConfig:
             n_per_cell=80,
             backbone=None,
             dinov2_layers=None,
-            trials_per_method=16,
+            trials_per_method=10,
             # Sized for ≤ 45 min on 2 CPU cores (results.json's runtime_s is the measurement). 2 epochs at 3e-5 left
             # FR/FE at chance; 4 epochs at 5e-5 gave every family ≥ 0.83 own-family AUC in a 360-image trial.
             specialist=TrainRecipe(epochs=4, lr=5e-5, head_lr=1e-3, batch_size=32),
