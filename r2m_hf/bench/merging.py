@@ -226,6 +226,7 @@ def remerge(merger: Merger, scorer: BenchScorer, name: str, chosen: ModelScores,
         params={"merge_method": chosen.method, **params},
         report=compact_report(report.method),
         warnings=list(report.warnings),
+        setting=chosen.setting,
     )
 
 
