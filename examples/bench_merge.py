@@ -156,6 +156,36 @@ def _timed(cmd: list[str], threads: int, repeat: int = 1) -> dict:
     return best
 
 
+def warm_up(folders: list[Path], work: Path, threads: int) -> None:
+    """One untimed `task_arithmetic` merge of these inputs (base included): it fills the layout cache and the
+    input-hash cache, which every later merge of the same files reads instead of recomputing (the first merge of new
+    files pays both)."""
+    import yaml
+
+    config = work / "warm-up.yaml"
+    recipe = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(folders[0]),
+        "models": [{"model": str(f)} for f in folders[1:]],
+    }
+    config.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = work / "warm-up-out"
+    shutil.rmtree(out, ignore_errors=True)
+    _timed([*_cli(), "merge", str(config), str(out), "--no-progress"], threads)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _median(runs: list[dict]) -> dict:
+    """The run with the median whole-process time (the slower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def _runs_text(rows: list[dict]) -> str:
+    """``3 runs`` (or ``1–3 runs`` when the rows differ) for the report's header."""
+    counts = sorted({r.get("runs", 1) for r in rows}) or [1]
+    return f"{counts[0]} run{'s' if counts[-1] > 1 else ''}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} runs"
+
+
 def _child(kind: str, config: Path, out: Path, threads: int) -> dict:
     """Run one of CHILD's measurements; returns its own timing (seconds after `import torch`) and the whole process."""
     whole = _timed([sys.executable, "-c", CHILD, str(threads), kind, str(config), str(out)], threads)
@@ -180,7 +210,7 @@ def mergekit_bin(venv: Path) -> str:
     return str(binary)
 
 
-def _mergekit(binary: str, folders: list[Path], method: str, work: Path, threads: int) -> dict | None:
+def _mergekit(binary: str, folders: list[Path], method: str, work: Path, threads: int, repeat: int = 1) -> dict | None:
     import yaml
 
     if method not in MERGEKIT_METHODS:
@@ -199,7 +229,11 @@ def _mergekit(binary: str, folders: list[Path], method: str, work: Path, threads
     out = work / f"mergekit-{method}-out"
     shutil.rmtree(out, ignore_errors=True)
     try:
-        return _timed([binary, str(config), str(out), "--quiet"], threads)
+        runs = []
+        for _ in range(repeat):
+            shutil.rmtree(out, ignore_errors=True)
+            runs.append(_timed([binary, str(config), str(out), "--quiet"], threads))
+        return _median(runs)
     except RuntimeError as exc:
         return {"error": str(exc)[-500:]}
     finally:
@@ -242,6 +276,7 @@ def run(args: argparse.Namespace) -> dict:
             (work / "files.json").write_text(json.dumps(files))
             _child("read", work / "files.json", work, args.threads)  # warm the page cache once
             floor = min(_child("read", work / "files.json", work, args.threads)["seconds"] for _ in range(2))
+            warm_up(folders, work, args.threads)
             if args.targets and targets is None:
                 targets = {"shape": shape, "n": n, **measure_targets(files, work, args.threads)}
                 print(json.dumps(targets), flush=True)
@@ -270,9 +305,14 @@ def _measure(label, shape, n, folders, files, floor, model_bytes, layout, mergek
     config.write_text(yaml.safe_dump(recipe, sort_keys=False))
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
-    ours = _timed([*_cli(), "merge", str(config), str(out), "--no-progress"], args.threads)
-    merge_seconds = json.loads((out / "merge_report.json").read_text())["seconds"]
+    runs = []
+    for _ in range(args.repeat):  # the median run (by whole-process time) of `--repeat` fresh processes
+        shutil.rmtree(out, ignore_errors=True)
+        whole = _timed([*_cli(), "merge", str(config), str(out), "--no-progress"], args.threads)
+        runs.append({**whole, "merge_seconds": json.loads((out / "merge_report.json").read_text())["seconds"]})
     shutil.rmtree(out, ignore_errors=True)
+    ours = _median(runs)
+    merge_seconds = ours["merge_seconds"]
     row = {
         "shape": shape,
         "n": n,
@@ -283,6 +323,7 @@ def _measure(label, shape, n, folders, files, floor, model_bytes, layout, mergek
         "merge_seconds": merge_seconds,
         "peak_rss_gib": ours["peak_rss_gib"],
         "input_gib": model_bytes * (n + 1) / 1024**3,
+        "runs": args.repeat,
     }
     if model_bytes * (n + 1) * 2.2 < args.naive_limit_gib * 1024**3:
         spec = {
@@ -296,7 +337,7 @@ def _measure(label, shape, n, folders, files, floor, model_bytes, layout, mergek
         naive = _child("naive", work / "naive.json", work, args.threads)
         row.update(naive_seconds=naive["seconds"], naive_peak_rss_gib=naive["peak_rss_gib"])
     if mergekit:
-        mk = _mergekit(mergekit, folders, method, work, args.threads)
+        mk = _mergekit(mergekit, folders, method, work, args.threads, args.repeat)
         if mk and "seconds" in mk:
             row.update(mergekit_seconds=mk["seconds"], mergekit_peak_rss_gib=mk["peak_rss_gib"])
     return row
@@ -426,9 +467,12 @@ def write_report(results: dict, path: Path, plot: Path | None) -> None:
         f"written by `examples/bench_merge.py`. Machine: {machine['cpus']} CPUs, {machine['threads']} threads set "
         f"explicitly (OMP_WAIT_POLICY {machine.get('omp_wait_policy', '(default)')}), torch {machine['torch']}, "
         f"{machine['platform']}, {machine['date']}. A method written "
-        "`name:key=value` ran with those parameters, otherwise with its defaults. Each number is one run of the whole "
+        "`name:key=value` ran with those parameters, otherwise with its defaults. Each merge number is "
+        f"the median of {_runs_text(rows)} of the whole "
         'process (`r2m-hf merge`: imports, planning, reading, merging, writing); "merging" is the time the merge '
-        "report gives; peak RSS is the process's maximum resident set.",
+        "report gives; peak RSS is the process's maximum resident set. Before the timed runs, one untimed merge of "
+        "the same inputs fills the layout and input-hash caches (the first merge of new files also hashes them, "
+        "~1 s per GiB).",
         "",
         *target_lines(results),
         "| shape | N | method | r2m-hf (s) | merging (s) | × read floor | × average | peak RSS (GiB) | inputs (GiB) "
@@ -485,6 +529,7 @@ def main() -> None:
     parser.add_argument("--n", nargs="+", type=int, default=[3])
     parser.add_argument("--methods", nargs="+", default=["r2m", "average", "ties"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="merge runs per row; the median run is reported")
     parser.add_argument("--targets", action="store_true", help="also time what the speed targets compare against")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "r2m-bench-merge")
     parser.add_argument("--keep-inputs", action="store_true", help="keep the synthetic folders for the next run")
