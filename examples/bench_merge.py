@@ -536,7 +536,12 @@ def main() -> None:
     parser.add_argument("--naive-limit-gib", type=float, default=12.0, help="skip the naive run above this estimate")
     parser.add_argument("--mergekit-bin", default=shutil.which("mergekit-pytorch"), help="mergekit-pytorch to compare")
     parser.add_argument("--mergekit-venv", type=Path, default=None, help="install mergekit 0.1.5 in a venv there")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("BENCHMARKS.generated.md"),
+        help="the report (BENCHMARKS.md is edited by hand from it)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--from-json", nargs="+", type=Path, default=None, help="only write the report from these")

@@ -140,44 +140,16 @@ def randomized_svd(
     else:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         omega = torch.randn(n, k, generator=gen, dtype=a.dtype).to(a.device)
-        # Only the range of each sample matters until the last one, so the power iterations re-normalise with the
-        # cheap Cholesky QR; the final basis, whose projection Q Qᵀ A the result is, comes from Householder QR.
-        y = a @ omega
+        q, _ = torch.linalg.qr(a @ omega)
         for _ in range(power_iterations):
-            z = a.mT @ _cholesky_qr(y)
-            y = a @ _cholesky_qr(z)
-        q, _ = torch.linalg.qr(y)
+            z, _ = torch.linalg.qr(a.mT @ q)
+            q, _ = torch.linalg.qr(a @ z)
         ub, s, vh = svd(q.mT @ a)  # k × n, wide: decomposed in its tall orientation, several times faster
         u = q @ ub
     u, s, vh = u[..., :rank], s[..., :rank], vh[..., :rank, :]
     if transposed:
         return vh.mT, s, u.mT
     return u, s, vh
-
-
-# Cholesky QR re-normalises a sample only while its Gram's Cholesky factor has no pivot below this fraction of its
-# largest (condition number ≲ 10⁶); a sample closer to rank deficiency takes Householder QR.
-CHOLESKY_QR_MIN_PIVOT = 1e-6
-
-
-def _cholesky_qr(y: torch.Tensor) -> torch.Tensor:
-    """A basis of the range of `y` (… × m × k, m ≥ k) with nearly orthonormal columns, at the cost of a k × k problem.
-
-    Cholesky QR: R is the Cholesky factor of the float64 Gram YᵀY (exact products of the float32 entries) and the
-    basis is Y R⁻¹, orthonormal to within ~ε·κ(Y). It spans the range of Y like Householder QR does, at a fraction of
-    its cost for the tall, thin samples of the range finder. Where the factorisation fails or a pivot is tiny (a
-    sample of lower rank than k), it falls back to Householder QR.
-    """
-    import torch
-
-    d = y.double()
-    r, info = torch.linalg.cholesky_ex(d.mT @ d, upper=True)
-    pivots = r.diagonal(dim1=-2, dim2=-1)
-    if bool((info != 0).any()) or bool((pivots <= CHOLESKY_QR_MIN_PIVOT * pivots.amax(-1, keepdim=True)).any()):
-        return torch.linalg.qr(y)[0]
-    eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
-    inverse = torch.linalg.solve_triangular(r, eye, upper=True)
-    return y @ inverse.to(y.dtype)
 
 
 def truncated_svd(

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from r2m_hf.linalg import (
-    _cholesky_qr,
     gram,
     low_rank_approximation,
     polar_factor,
@@ -67,39 +66,6 @@ def test_randomized_svd_falls_back_to_exact_when_the_sketch_covers_the_matrix():
     eu, es, evh = truncated_svd(a, 8)
     assert torch.allclose(s, es, atol=1e-12)
     assert torch.allclose((u * s) @ vh, (eu * es) @ evh, atol=1e-10)
-
-
-def _projector(basis: torch.Tensor) -> torch.Tensor:
-    q, _ = torch.linalg.qr(basis.double())
-    return q @ q.mT
-
-
-def test_cholesky_qr_spans_the_sample_with_orthonormal_columns():
-    gen = torch.Generator().manual_seed(0)
-    # a power-iteration-like sample: batched, float32, condition number ~1e3
-    y = torch.randn(3, 500, 20, generator=gen) * torch.logspace(0, -3, 20)
-    q = _cholesky_qr(y)
-    assert q.shape == y.shape and q.dtype == torch.float32
-    assert not torch.equal(q, torch.linalg.qr(y)[0])  # the Cholesky route, not the fallback
-    eye = torch.eye(20, dtype=torch.float64).expand(3, 20, 20)
-    assert torch.allclose(q.double().mT @ q.double(), eye, atol=1e-3)
-    assert torch.allclose(_projector(q), _projector(y), atol=1e-4)
-
-
-@pytest.mark.parametrize("kind", ["zero", "rank-deficient", "one-zero-in-batch"])
-def test_cholesky_qr_falls_back_to_householder_on_rank_deficient_samples(kind):
-    gen = torch.Generator().manual_seed(1)
-    y = torch.randn(2, 300, 12, generator=gen)
-    if kind == "zero":
-        y.zero_()
-    elif kind == "rank-deficient":
-        y[..., 6:] = y[..., :6] @ torch.randn(6, 6, generator=gen)
-    else:
-        y[1].zero_()
-    q = _cholesky_qr(y)
-    expected, _ = torch.linalg.qr(y)
-    assert torch.isfinite(q).all()
-    assert torch.equal(q, expected)
 
 
 @pytest.mark.parametrize("kind", ["zero", "rank-4"])
