@@ -15,12 +15,13 @@ real safetensors folders, then measures, each in a fresh process with the thread
 With ``--targets`` it also times what the speed targets compare against on the first shape and N: ``cat`` of the
 inputs, ``python -c "import torch"``, a naive average with safetensors ``load_file`` + ``save_file``, and the start
 of ``r2m-hf --help``, ``r2m-hf methods`` and ``r2m-hf check-specialist --help``. It writes a Markdown report (the
-targets table, every row, the slope of time in N), results JSON and a time-vs-N plot. Example::
+targets table, every row, the slope of time in N), results JSON and a time-vs-N plot; BENCHMARKS.md is edited by
+hand from that report. Example::
 
     python examples/bench_merge.py --shapes vit-b16 --n 3 --methods average r2m ties --targets --threads 2 \
-        --mergekit-venv /tmp/mergekit-venv --json vitb.json
+        --repeat 3 --mergekit-venv /tmp/mergekit-venv --json vitb.json
     python examples/bench_merge.py --shapes clip-vit-l14 --n 6 --methods r2m --threads 2 --json vitl.json
-    python examples/bench_merge.py --from-json vitb.json vitl.json --output BENCHMARKS.md
+    python examples/bench_merge.py --from-json vitb.json vitl.json --output BENCHMARKS.generated.md
 """
 
 from __future__ import annotations

@@ -91,12 +91,12 @@ def _robust_svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
         return torch.linalg.svd(a, full_matrices=False)
     except torch.linalg.LinAlgError:
         pass
+    d = a.double()
     try:
-        u, s, vh = torch.linalg.svd(a.double(), full_matrices=False)
+        u, s, vh = torch.linalg.svd(d, full_matrices=False)
         return u.to(a.dtype), s.to(a.dtype), vh.to(a.dtype)
     except torch.linalg.LinAlgError:
         pass
-    d = a.double()
     evals, v = torch.linalg.eigh(d.mT @ d)  # ascending
     evals, v = evals.flip(-1), v.flip(-1)
     s = evals.clamp_min(0).sqrt()
